@@ -1,0 +1,1 @@
+"""Methods that see real training data; installed as ``dfkd_bench.baselines``."""

@@ -1,0 +1,60 @@
+"""Baselines that see the real training data: the student trained from scratch, and
+vanilla KD on real images (with ``--data-scale N``, a class-balanced random subset of
+N images: the "original samples at the same data scale" comparison of SSD-KD, Fig. 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dfkd_bench.inversion import kd_loss
+from dfkd_bench.method import REAL, Batch, Method, register_method
+
+
+@register_method
+class Scratch(Method):
+    """Deep Residual Learning for Image Recognition (He et al., CVPR 2016): the student
+    trained on labelled real data, the ceiling no distillation needs to beat."""
+
+    name = "scratch"
+    mode = REAL
+    presets = {
+        # The teacher zoo's CIFAR recipe applied to the student (Table rows "Student").
+        "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4},
+        "cpu": {"epochs": 15, "batch_size": 128},
+    }
+
+    def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss = F.cross_entropy(self.ctx.student(batch.images), batch.labels)
+        return {"loss": loss, "ce": loss.detach()}
+
+
+@dataclass
+class KDConfig:
+    ce: float = 0.0  # weight of the hard-label CE term; 0 = pure KD, as the DFKD papers' "KD" rows
+
+
+@register_method
+class KD(Method):
+    """Distilling the Knowledge in a Neural Network (Hinton et al., NeurIPS-W 2015):
+    ``KL(teacher/T || student/T) * T^2`` on real training images."""
+
+    name = "kd"
+    mode = REAL
+    config_cls = KDConfig
+    presets = {
+        "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1},
+        "cpu": {"epochs": 15, "batch_size": 128},
+    }
+
+    def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            t = self.ctx.teacher(batch.images)
+        s = self.ctx.student(batch.images)
+        kd = kd_loss(s, t, self.ctx.run.T)
+        losses = {"loss": kd, "kd": kd.detach()}
+        if self.cfg.ce > 0:
+            ce = F.cross_entropy(s, batch.labels)
+            losses.update(loss=kd + self.cfg.ce * ce, ce=ce.detach())
+        return losses

@@ -1,0 +1,258 @@
+"""Command line: parses, validates, calls the API; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import harness, report
+from .config import RunConfig, apply_changes, load_preset_file, parse_set_options
+from .errors import UserError
+from .registry import DATASETS, METHODS, PAIRS, discover_methods, load_plugin
+
+# Piped output (CI logs, files) gets a table wide enough to read instead of rich's 80.
+_width = None if sys.stdout.isatty() else 140
+console = Console(width=_width)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class ArgParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, no usage dump
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+def resolve_method(name: str, preset: str | None) -> tuple[type, str | None]:
+    """``name`` is a method, or a preset name that belongs to exactly one method
+    (``fast10`` is a preset of ``fast``)."""
+    if name in METHODS:
+        return METHODS.get(name), preset
+    owners = [cls for _, cls in METHODS.items() if name in cls.presets]
+    if len(owners) == 1 and preset is None:
+        return owners[0], name
+    METHODS.get(name)  # raises the "unknown method ... known: ..." error
+    raise AssertionError
+
+
+def build_specs(args) -> list[harness.RunSpec]:
+    if not args.methods:
+        raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
+    overrides = parse_set_options(args.set or [])
+    specs = []
+    for name in args.methods:
+        cls, preset = resolve_method(name, args.preset)
+        run_cfg, method_cfg = RunConfig(), cls.config_cls()
+        if preset:
+            if Path(preset).suffix in (".yaml", ".yml"):
+                changes = load_preset_file(Path(preset))
+            elif preset in cls.presets:
+                changes = cls.presets[preset]
+            else:
+                raise UserError(f"unknown preset {preset!r} for method {cls.name}; "
+                                f"known: {', '.join(sorted(cls.presets)) or 'none'} (or a .yaml file)")
+            run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"preset {preset}")
+        flags = {"epochs": args.epochs, "data_scale": args.data_scale, "device": args.device}
+        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg,
+                                            {f"run.{k}": v for k, v in flags.items() if v is not None}, "option")
+        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, overrides, "--set")
+        if run_cfg.epochs < 1:
+            raise UserError(f"--epochs {run_cfg.epochs}: expected a positive integer")
+        if run_cfg.data_scale < 0:
+            raise UserError(f"--data-scale {run_cfg.data_scale}: expected a positive integer")
+        harness.resolve_device(run_cfg.device)
+        for seed in args.seeds:
+            specs.append(harness.RunSpec(
+                method=cls.name, preset=preset if preset else None, dataset=args.dataset, pair=args.pair,
+                seed=seed, run=run_cfg, method_config=method_cfg, out=Path(args.out), data_root=args.data_root,
+                cache=args.cache_dir, download=args.download, train_missing_teacher=not args.no_train_teacher,
+                force=args.force))
+    return specs
+
+
+def cmd_run(args) -> int:
+    DATASETS.get(args.dataset.split(":", 1)[0])
+    harness.resolve_pair(args.pair, args.dataset)
+    specs = build_specs(args)
+    results, failed = [], 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                  transient=False) as bar:
+        overall = bar.add_task("runs", total=len(specs), info="")
+        for spec in specs:
+            label = spec.method + (f"-{spec.preset}" if spec.preset else "") + f" seed {spec.seed}"
+            task = bar.add_task(f"  {label}", total=spec.run.epochs, info="")
+
+            def progress(event: str, info: dict, task=task) -> None:
+                if event == "start":
+                    bar.update(task, completed=info["start_epoch"],
+                               info="resuming" if info["start_epoch"] else "")
+                elif event == "epoch":
+                    top1 = info.get("top1")
+                    bar.update(task, completed=info["epoch"] + 1,
+                               info="" if top1 is None else f"top-1 {top1:.2f}%")
+                elif event == "skip":
+                    bar.update(task, completed=spec.run.epochs, info="already completed (use --force to redo)")
+                elif event == "failed":
+                    bar.update(task, info=f"[red]failed: {info['reason']}")
+
+            try:
+                summary = harness.run(spec, progress, announce=lambda m: bar.console.print(f"[yellow]{m}"))
+            except UserError:
+                raise
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a broken method must not stop the others
+                err_console.print(f"[red]{label}: {type(exc).__name__}: {exc}")
+                failed += 1
+                bar.advance(overall)
+                continue
+            failed += summary["status"] != "completed"
+            results.append(summary)
+            bar.advance(overall)
+    print_run_table(results)
+    return 1 if failed else 0
+
+
+def print_run_table(results: list[dict]) -> None:
+    if not results:
+        return
+    for (dataset, pair), group in _group_by_setting(results).items():
+        first = group[0]
+        table = Table(title=f"{dataset}, {pair}: teacher {first['teacher']} top-1 {first['teacher_top1']:.2f}%")
+        for col in ("method", "seed", "scale", "status", "top-1 %", "best %", "train s", "synth s",
+                    "distill s", "eval s", "train FLOPs"):
+            table.add_column(col, justify="left" if col in ("method", "status") else "right")
+        for r in group:
+            fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+            table.add_row(r["label"], str(r["seed"]), str(r["data_scale"] or "-"),
+                          r["status"] + (" (cached)" if r.get("skipped") else ""), fmt(r["final_top1"], ".2f"),
+                          fmt(r["best_top1"], ".2f"), fmt(r["train_seconds"], ".1f"),
+                          fmt(r["seconds"]["synthesis"], ".1f"), fmt(r["seconds"]["distillation"], ".1f"),
+                          fmt(r["seconds"]["evaluation"], ".1f"), fmt(r["training_flops"], ".3g"))
+        console.print(table)
+    console.print("`dfkd-bench report --results DIR` builds the comparison tables over seeds.")
+
+
+def _group_by_setting(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["pair"]), []).append(r)
+    return groups
+
+
+def cmd_list(args) -> int:
+    from .models import build_model, count_parameters
+
+    table = Table(title="methods")
+    for col in ("method", "mode", "presets", "summary"):
+        table.add_column(col)
+    for name, cls in METHODS.items():
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        table.add_row(name, cls.mode, ", ".join(sorted(cls.presets)) or "-", doc[0] if doc else "")
+    console.print(table)
+    pairs = Table(title="pairs")
+    for col in ("pair", "teacher params", "student params", "note"):
+        pairs.add_column(col)
+    for name, pair in PAIRS.items():
+        in_ch = 1 if pair.teacher.startswith("cnn_") else 3
+        counts = [f"{count_parameters(build_model(a, 10, in_ch)):,}" for a in (pair.teacher, pair.student)]
+        pairs.add_row(name, *counts, pair.note)
+    console.print(pairs)
+    data = Table(title="data sets")
+    data.add_column("data set")
+    data.add_column("about")
+    for name, fn in DATASETS.items():
+        data.add_row(name, (fn.__doc__ or "").strip().splitlines()[0])
+    console.print(data)
+    return 0
+
+
+def cmd_report(args) -> int:
+    results = Path(args.results)
+    if not results.is_dir():
+        raise UserError(f"results directory {results} does not exist; run `dfkd-bench run` first or pass --results")
+    out = Path(args.out)
+    try:
+        table, rows, files = report.write_report(results, out)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
+    if not rows:
+        console.print(f"no completed runs under {results}")
+        return 0
+    t = Table(title=f"comparison ({results})")
+    for col in rows[0]:
+        t.add_column(col, justify="left" if col in ("data set", "pair", "method") else "right")
+    for r in rows:
+        t.add_row(*r.values())
+    console.print(t)
+    console.print("written: " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = ArgParser(prog="dfkd-bench", description="Benchmark data-free knowledge distillation methods.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE, which registers extra methods (repeatable)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgParser)
+
+    r = sub.add_parser("run", help="distil with one or more methods")
+    r.add_argument("--methods", type=_csv, required=True, help="comma-separated methods or presets, e.g. deepinv,kd")
+    r.add_argument("--pair", default=None, help="TEACHER-STUDENT (default: the data set's default pair)")
+    r.add_argument("--dataset", default="digits", help="data set (default: digits, embedded)")
+    r.add_argument("--preset", default=None, help="named preset of every method, or a YAML file of changes")
+    r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default 0)")
+    r.add_argument("--data-scale", type=int, default=None, help="samples the student trains on per epoch")
+    r.add_argument("--epochs", type=int, default=None)
+    r.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
+    r.add_argument("--out", default="results", help="results directory (default results/)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    r.add_argument("--force", action="store_true", help="redo runs that already completed")
+    r.add_argument("--data-root", default=None, help="root folder of the data sets")
+    r.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
+    r.add_argument("--cache-dir", default=None, help="teacher zoo and data cache (default ~/.cache/dfkd-bench)")
+    r.add_argument("--no-train-teacher", action="store_true",
+                   help="stop with the command to run instead of training a missing teacher")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="methods with presets, pairs, data sets")
+    ls.set_defaults(func=cmd_list)
+
+    rep = sub.add_parser("report", help="comparison tables from a results directory")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--out", default="reports")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        discover_methods()
+        for module in args.plugin:
+            load_plugin(module)
+        return args.func(args)
+    except UserError as exc:
+        err_console.print(f"dfkd-bench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("dfkd-bench: interrupted; re-run the same command to resume", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

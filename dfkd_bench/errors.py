@@ -1,0 +1,9 @@
+"""Errors for users (one line, exit code 2) as opposed to errors for programmers."""
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints the message on one line and exits with 2."""
+
+
+class Diverged(RuntimeError):
+    """A method produced a non-finite loss; the run is recorded as failed."""

@@ -1,0 +1,113 @@
+"""The method contract: what a DFKD method owns and what the harness owns.
+
+The harness owns the frozen teacher, the student with its optimiser and schedule,
+devices, seeds, mixed precision, the pool, the clock, evaluation, checkpoints, logs and
+progress. A method owns how synthetic samples are made and the loss terms special to
+it. It never moves things between devices, times itself, writes files, reads the
+command line or (unless it is a real-data baseline) touches real training data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import Normalizer
+from .inversion import kd_loss
+from .pool import SamplePool
+from .registry import METHODS
+
+POOL, ONLINE, REAL = "pool", "online", "real"
+
+
+@dataclass
+class Batch:
+    """Images in the models' normalised space, optional labels, per-sample metadata."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    teacher: nn.Module  # frozen, eval mode
+    student: nn.Module  # trained by the harness from the losses the method returns
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    normalizer: Normalizer
+    device: torch.device
+    run: RunConfig
+    # Crop-and-flip augmentation of the data set, for normalised image batches.
+    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+
+@dataclass
+class NoConfig:
+    """This method has no hyperparameters of its own."""
+
+
+class Method:
+    """Base class of every method. Subclasses set ``name``, ``config_cls`` and
+    ``presets`` and implement ``synthesize`` (unless ``mode`` is ``real``).
+
+    ``mode`` says how the harness feeds the student:
+    - ``pool``: once an epoch ``synthesize`` returns a batch for the sample pool; the
+      student then takes ``steps_per_epoch`` mini-batches from the pool;
+    - ``online``: ``synthesize`` is called before every student step and its batch is
+      used once (DAFL, DFAD, ZSKT, DFQ);
+    - ``real``: the harness feeds batches of real training data (baselines only).
+    """
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type] = NoConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    mode: ClassVar[str] = POOL
+
+    def __init__(self, cfg: Any, ctx: MethodContext):
+        self.cfg = cfg
+        self.ctx = ctx
+
+    # --- synthesis -----------------------------------------------------------------
+    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement synthesize()")
+
+    def make_pool(self, capacity: int) -> SamplePool:
+        """The pool this method's samples go into (priority replay overrides it)."""
+        return SamplePool(capacity)
+
+    # --- distillation --------------------------------------------------------------
+    def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss terms of one student step; must contain ``loss``. Default: KD at T."""
+        with torch.no_grad():
+            t = self.ctx.teacher(batch.images)
+        s = self.ctx.student(batch.images)
+        loss = kd_loss(s, t, self.ctx.run.T)
+        return {"loss": loss, "kd": loss.detach()}
+
+    def after_distill_step(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
+        """Called after each student update (priority refresh in SSD-KD)."""
+
+    # --- bookkeeping ---------------------------------------------------------------
+    def cost_modules(self) -> dict[str, nn.Module]:
+        """Extra modules whose forward/backward images and FLOPs count towards the
+        run's cost (generators); teacher and student are always counted."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a method under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    METHODS.register(cls.name, cls)
+    return cls
+

@@ -1,0 +1,9 @@
+"""Network architectures, registered by name in ``registry.MODELS``.
+
+Every builder has the signature ``build(num_classes, in_channels=3) -> nn.Module``
+and every classifier's ``forward(x, return_features=False)`` returns the logits, or
+``(logits, penultimate_features)`` when asked (DAFL's activation loss and feature
+heads need them).
+"""
+from . import generator, resnet, small, vgg, wrn  # noqa: F401  (importing registers the architectures)
+from .registry_helpers import build_model, count_parameters  # noqa: F401

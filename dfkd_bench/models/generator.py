@@ -1,0 +1,63 @@
+"""The DCGAN-style generator shared by the generator-based methods (DAFL, DFAD, DFQ,
+CMI, Fast-N), and ``reinit_layers`` for Fast's re-initialisation of its first layers.
+
+Submodules are named ``l1``, ``conv_blocks0`` (the first BN), ``conv_blocks1`` and
+``conv_blocks2`` after DAFL's generator, so a method can address the first Linear
+and first BN by name.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Generator(nn.Module):
+    """``z (B, nz) -> image (B, nc, img_size, img_size)`` in [0, 1]; dataset
+    normalisation is the caller's job."""
+
+    def __init__(self, nz: int = 256, ngf: int = 64, img_size: int = 32, nc: int = 3):
+        super().__init__()
+        if img_size <= 0 or img_size % 4:
+            raise ValueError(f"Generator img_size must be a positive multiple of 4 "
+                             f"(two x2 upsamplings), got {img_size}")
+        self.nz = nz
+        self.init_size = img_size // 4
+        self.l1 = nn.Linear(nz, 2 * ngf * self.init_size ** 2)
+        self.conv_blocks0 = nn.Sequential(nn.BatchNorm2d(2 * ngf))
+        self.conv_blocks1 = nn.Sequential(
+            nn.Conv2d(2 * ngf, 2 * ngf, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+        self.conv_blocks2 = nn.Sequential(
+            nn.Conv2d(2 * ngf, ngf, 3, padding=1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ngf, nc, 3, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.l1(z).view(z.shape[0], -1, self.init_size, self.init_size)
+        out = self.conv_blocks0(out)
+        out = self.conv_blocks1(F.interpolate(out, scale_factor=2))
+        return self.conv_blocks2(F.interpolate(out, scale_factor=2))
+
+
+def reinit_layers(module: nn.Module, names: Iterable[str]) -> None:
+    """Call ``reset_parameters()`` on each named submodule (on every descendant that
+    has one, for containers such as ``conv_blocks0``); BN running statistics are
+    reset too. All names are checked before anything changes."""
+    names = list(names)
+    modules = dict(module.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise KeyError(f"no submodule named {', '.join(missing)}; "
+                       f"known: {', '.join(n for n in modules if n)}")
+    for n in names:
+        for m in modules[n].modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()

@@ -1,0 +1,174 @@
+"""Run directories: resolved config, environment, metrics.jsonl, summary.json and a
+resumable checkpoint. Every write goes to a temporary file that is then renamed over
+the target, so a crash mid-write leaves the previous version intact."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+SUMMARY = "summary.json"
+CONFIG = "config.json"
+ENVIRONMENT = "environment.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def config_hash(resolved: dict) -> str:
+    blob = json.dumps(resolved, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise UserError(f"output directory {path} cannot be written ({exc.strerror or exc}); "
+                        "pass a writable directory with --out") from None
+    return path
+
+
+class RunDir:
+    """One directory per (resolved config, seed)."""
+
+    def __init__(self, root: Path, name: str):
+        self.path = Path(root) / name
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def summary(self) -> dict | None:
+        try:
+            return read_json(self.file(SUMMARY))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.file(SUMMARY), summary)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.file(name), obj)
+
+    def append_metrics(self, record: dict) -> None:
+        """metrics.jsonl is append-only; a torn last line (kill -9 mid-write) is dropped
+        on resume by ``truncate_metrics``."""
+        with open(self.file(METRICS), "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+
+    def read_metrics(self) -> list[dict]:
+        out = []
+        try:
+            with open(self.file(METRICS)) as fh:
+                for line in fh:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        break
+        except FileNotFoundError:
+            pass
+        return out
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Keep only events up to the checkpointed epoch, so a resumed run's log reads
+        as if it had never stopped (the resume itself is logged as an event)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", -1) <= last_epoch]
+        atomic_write_bytes(self.file(METRICS), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_torch_save(self.file(CHECKPOINT), state)
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.file(CHECKPOINT)
+        if not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "cpu_model": _cpu_model(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }

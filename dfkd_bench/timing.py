@@ -1,0 +1,144 @@
+"""One clock for every method: phase timers synchronised with CUDA at their edges,
+and machine-independent cost counters (images through each model, FLOPs per image)."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+PHASES = ("synthesis", "distillation", "evaluation", "other")
+
+
+class PhaseClock:
+    """Accumulates wall-clock seconds per phase. ``sync`` makes queued CUDA work count
+    towards the phase that launched it, not the next one."""
+
+    def __init__(self, device: torch.device):
+        self.seconds = {p: 0.0 for p in PHASES}
+        self._cuda = device.type == "cuda"
+
+    def _sync(self) -> None:
+        if self._cuda:
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def phase(self, name: str):
+        if name not in self.seconds:
+            raise ValueError(f"unknown phase {name!r}")
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] += time.perf_counter() - start
+
+    @property
+    def train_seconds(self) -> float:
+        return self.seconds["synthesis"] + self.seconds["distillation"] + self.seconds["other"]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    def state_dict(self) -> dict:
+        return dict(self.seconds)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds.update(state)
+
+
+def forward_flops_per_image(module: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass for one input, counted once with FlopCounterMode in
+    eval mode (so the module's running BN statistics stay untouched)."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(example[:1])
+    finally:
+        module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class ModelCost:
+    flops_per_image: int = 0
+    forward_images: int = 0
+    backward_images: int = 0
+
+    def training_flops(self) -> int:
+        # A backward pass costs about twice the forward (input and weight gradients).
+        return self.flops_per_image * (self.forward_images + 2 * self.backward_images)
+
+
+@dataclass
+class CostCounter:
+    """Counts images through the forward and backward passes of watched models.
+
+    Counting hooks on the module (not calls in method code) keep methods honest: every
+    forward is counted, whoever makes it. Evaluation forwards are excluded by pausing.
+    """
+
+    models: dict[str, ModelCost] = field(default_factory=dict)
+    paused: bool = False
+
+    def watch(self, name: str, module: nn.Module) -> None:
+        cost = self.models.setdefault(name, ModelCost())
+
+        def measure(mod, args):
+            # A pre-hook, so the probe runs before the real forward and cannot
+            # overwrite what other hooks (BN statistics) record from it.
+            if cost.flops_per_image or self.paused or not args or not torch.is_tensor(args[0]):
+                return
+            paused, self.paused = self.paused, True
+            try:
+                cost.flops_per_image = forward_flops_per_image(mod, args[0].detach())
+            finally:
+                self.paused = paused
+
+        def on_forward(mod, args, output):
+            if self.paused or not args or not torch.is_tensor(args[0]):
+                return
+            n = args[0].shape[0]
+            cost.forward_images += n
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if torch.is_tensor(out) and out.requires_grad:
+                def on_backward(grad, n=n):
+                    cost.backward_images += n
+                out.register_hook(on_backward)
+
+        module.register_forward_pre_hook(measure)
+        module.register_forward_hook(on_forward)
+
+    @contextmanager
+    def pause(self):
+        paused, self.paused = self.paused, True
+        try:
+            yield
+        finally:
+            self.paused = paused
+
+    def summary(self) -> dict:
+        out: dict = {}
+        total = 0
+        for name, c in sorted(self.models.items()):
+            out[f"{name}_flops_per_image"] = c.flops_per_image
+            out[f"{name}_forward_images"] = c.forward_images
+            out[f"{name}_backward_images"] = c.backward_images
+            total += c.training_flops()
+        out["training_flops"] = total
+        return out
+
+    def state_dict(self) -> dict:
+        return {k: vars(v).copy() for k, v in self.models.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, values in state.items():
+            cost = self.models.setdefault(name, ModelCost())
+            for k, v in values.items():
+                setattr(cost, k, v)

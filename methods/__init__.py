@@ -1,0 +1,1 @@
+"""Data-free methods, one file each; installed as ``dfkd_bench.methods``."""
