@@ -100,3 +100,20 @@ def roll_flip(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     if torch.rand(()) < 0.5:
         x = x.flip(3)
     return x
+
+
+def adversarial_kl_agree(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """Fast-N's adversarial term, to be *minimised* by the generator: minus the KL between
+    teacher and student, counted only on samples where both predict the same class (so
+    the generator is not rewarded for samples the teacher itself finds ambiguous)."""
+    agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    kl = kd_loss(student_logits, teacher_logits, T, reduction="none") / (T * T)
+    return -(kl * agree).sum() / agree.sum().clamp_min(1.0)
+
+
+def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
+    """The shared generator sized for the run's images, on the run's device."""
+    from .models.generator import Generator
+
+    c, h, _ = ctx.image_shape
+    return Generator(nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dfkd_bench.registry import discover_methods  # noqa: E402
+
+discover_methods()
+torch.set_num_threads(2)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """An empty teacher/data cache for the test, via the environment variable."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("DFKD_BENCH_CACHE", str(path))
+    return path
+
+
+@pytest.fixture()
+def tiny_zoo(cache):
+    """The ``tiny`` data set with a random (untrained) cnn_s teacher in the zoo: BN
+    running statistics come from a few train-mode passes over random inputs so the
+    BN-statistics loss has something real to match."""
+    from dfkd_bench.models import build_model
+    from dfkd_bench.teachers import save_teacher
+    from tests.plugins import tiny  # noqa: F401  (registers the tiny data set)
+
+    torch.manual_seed(0)
+    teacher = build_model("cnn_s", 4, 1)
+    teacher.train()
+    with torch.no_grad():
+        for _ in range(3):
+            teacher(torch.randn(16, 1, 8, 8))
+    save_teacher(teacher, "tiny", "cnn_s", top1=25.0, recipe={"note": "random test teacher"})
+    return cache

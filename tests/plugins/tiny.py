@@ -1,0 +1,59 @@
+"""A test plugin: a tiny random data set (registered as ``tiny``) and a method that
+diverges on purpose. Loaded with ``--plugin tests.plugins.tiny`` like any outside plugin."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dfkd_bench.data import DataBundle
+from dfkd_bench.method import Batch, Method, register_method
+from dfkd_bench.registry import DATASETS, METHODS
+
+
+def tiny_bundle(name: str = "tiny", root=None, download: bool = False) -> DataBundle:
+    """64 training and 32 test 8x8 grey images of 4 classes; class c brightens row
+    block c, so a teacher can learn it in a few steps."""
+    g = torch.Generator().manual_seed(1234)
+
+    def make(n: int):
+        labels = torch.arange(n) % 4
+        x = torch.rand(n, 1, 8, 8, generator=g) * 0.3
+        for i, c in enumerate(labels.tolist()):
+            x[i, :, 2 * c:2 * c + 2, :] += 0.6
+        return (x.clamp(0, 1) * 255).to(torch.uint8), labels
+
+    xtr, ytr = make(64)
+    xte, yte = make(32)
+    return DataBundle(name="tiny", train_images=xtr, train_labels=ytr, test_images=xte, test_labels=yte,
+                      num_classes=4, mean=(0.35,), std=(0.3,), crop_padding=1, flip=False)
+
+
+if "tiny" not in DATASETS:
+    DATASETS.register("tiny", tiny_bundle)
+
+
+@dataclass
+class DivergeConfig:
+    at_epoch: int = 1  # the first epoch whose loss is NaN
+
+
+class Diverging(Method):
+    """A method whose loss becomes NaN at a given epoch (tests the failure path)."""
+
+    name = "diverging"
+    config_cls = DivergeConfig
+
+    def synthesize(self, epoch):
+        self.epoch = epoch
+        return Batch(torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)), {}
+
+    def distill_loss(self, batch):
+        losses = super().distill_loss(batch)
+        if self.epoch >= self.cfg.at_epoch:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+
+if "diverging" not in METHODS:
+    register_method(Diverging)

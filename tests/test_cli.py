@@ -1,0 +1,107 @@
+"""User-facing errors: one line on stderr, exit code 2, nothing written; and a full
+run/report through the CLI on the tiny plugin data set."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dfkd_bench.cli import main
+
+PLUGIN = ["--plugin", "tests.plugins.tiny"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--methods", "nosuch"], "unknown method 'nosuch'; known: "),
+    (["run", "--methods", "deepinv", "--preset", "nosuch"], "unknown preset 'nosuch' for method deepinv; known: cpu, paper"),
+    (["run", "--methods", "deepinv", "--pair", "a-b"], "unknown pair 'a-b'; known pairs: "),
+    (["run", "--methods", "deepinv", "--dataset", "mnist"], "unknown data set 'mnist'; known: "),
+    (["run", "--methods", "deepinv", "--set", "steps"], "malformed --set 'steps'"),
+    (["run", "--methods", "deepinv", "--set", "stepz=3"], "unknown key 'stepz'"),
+    (["run", "--methods", "deepinv", "--set", "steps=many"], "expected a value of type int"),
+    (["run", "--methods", "deepinv", "--seeds", "a,b"], "expected comma-separated integers"),
+    (["run", "--methods", "deepinv", "--device", "tpu"], "unknown device 'tpu'; accepted: auto, cpu, cuda"),
+    (["run", "--methods", "deepinv", "--epochs", "0"], "expected a positive integer"),
+    (["run"], "the following arguments are required: --methods"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["--plugin", "no.such.module", "list"], "cannot import plugin module 'no.such.module'"),
+    (["report", "--results", "/nonexistent/results"], "results directory /nonexistent/results does not exist"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err
+    if "known" in message:
+        assert any(name in err for name in ("deepinv", "cnn_m-cnn_s", "digits"))
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_unwritable_output_directory(capsys, tmp_path, tiny_zoo):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    code, _, err = run_cli(capsys, *PLUGIN, "run", "--methods", "kd", "--dataset", "tiny", "--pair", "cnn_s-cnn_s",
+                           "--out", str(blocker / "results"))
+    assert code == 2 and "cannot be written" in err and "--out" in err
+    assert blocker.read_text() == "keep me"
+
+
+def test_missing_teacher_without_training_names_the_command(capsys, tmp_path, cache):
+    code, _, err = run_cli(capsys, *PLUGIN, "run", "--methods", "kd", "--dataset", "tiny", "--pair", "cnn_s-cnn_s",
+                           "--no-train-teacher", "--out", str(tmp_path / "r"))
+    assert code == 2
+    assert "dfkd-bench teachers train --dataset tiny --arch cnn_s" in err
+
+
+def test_run_then_report(capsys, tmp_path, tiny_zoo):
+    common = [*PLUGIN, "run", "--dataset", "tiny", "--pair", "cnn_s-cnn_s", "--epochs", "2", "--device", "cpu",
+              "--set", "batch_size=8", "--set", "kd_steps=2", "--out", str(tmp_path / "r")]
+    code, out, _ = run_cli(capsys, *common, "--methods", "kd,scratch", "--seeds", "0,1")
+    assert code == 0
+    assert "teacher cnn_s" in out and "completed" in out
+    summaries = sorted((tmp_path / "r").glob("*/summary.json"))
+    assert len(summaries) == 4
+    assert {json.loads(p.read_text())["status"] for p in summaries} == {"completed"}
+
+    code, out, _ = run_cli(capsys, *common, "--methods", "kd", "--seeds", "0")
+    assert code == 0 and "(cached)" in out
+
+    code, out, _ = run_cli(capsys, "report", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "rep"))
+    assert code == 0
+    md = (tmp_path / "rep" / "comparison.md").read_text()
+    assert "| tiny | cnn_s-cnn_s | kd | - | 2 |" in md
+    assert "teacher (cnn_s)" in md
+    csv = (tmp_path / "rep" / "comparison.csv").read_text().splitlines()
+    assert csv[0].startswith("dataset,pair,label,data_scale,seeds,top1_mean,top1_std")
+    assert len(csv) == 1 + 3  # teacher, kd, scratch
+
+
+def test_diverging_method_fails_and_others_still_run(capsys, tmp_path, tiny_zoo):
+    code, out, _ = run_cli(capsys, *PLUGIN, "run", "--dataset", "tiny", "--pair", "cnn_s-cnn_s", "--epochs", "2",
+                           "--set", "batch_size=8", "--set", "kd_steps=2", "--methods", "diverging,kd",
+                           "--out", str(tmp_path / "r"))
+    assert code == 1
+    statuses = {json.loads(p.read_text())["method"]: json.loads(p.read_text())["status"]
+                for p in (tmp_path / "r").glob("*/summary.json")}
+    assert statuses == {"diverging": "failed", "kd": "completed"}
+
+
+def test_preset_names_resolve_to_their_method(capsys):
+    from dfkd_bench.cli import resolve_method
+
+    cls, preset = resolve_method("deepinv", None)
+    assert cls.name == "deepinv" and preset is None
+
+
+def test_list_shows_methods_pairs_and_datasets(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for word in ("deepinv", "kd", "scratch", "cnn_m-cnn_s", "digits", "94,186"):
+        assert word in out
