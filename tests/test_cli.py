@@ -105,3 +105,27 @@ def test_list_shows_methods_pairs_and_datasets(capsys):
     assert code == 0
     for word in ("deepinv", "kd", "scratch", "cnn_m-cnn_s", "digits", "94,186"):
         assert word in out
+
+
+def test_readme_plugin_example_runs(capsys, tmp_path, tiny_zoo, monkeypatch):
+    """The worked example in README.md, taken from the README itself, runs as a plugin."""
+    import re
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n# my_pkg/my_method.py\n(.*?)```", readme, re.S).group(1)
+    pkg = tmp_path / "plugins_root" / "my_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "my_method.py").write_text(code)
+    monkeypatch.syspath_prepend(str(pkg.parent))
+    monkeypatch.delitem(sys.modules, "my_pkg.my_method", raising=False)
+    code_, out, err = run_cli(capsys, *PLUGIN, "--plugin", "my_pkg.my_method", "run", "--methods", "noise_shift",
+                              "--dataset", "tiny", "--pair", "cnn_s-cnn_s", "--preset", "big", "--epochs", "2",
+                              "--set", "kd_steps=2", "--set", "shift=0.25", "--out", str(tmp_path / "r"))
+    assert code_ == 0, err
+    summary = json.loads(next((tmp_path / "r").glob("*/summary.json")).read_text())
+    assert summary["status"] == "completed" and summary["label"] == "noise_shift-big"
+    config = json.loads(next((tmp_path / "r").glob("*/config.json")).read_text())
+    assert config["method_config"] == {"n": 512, "shift": 0.25} and config["run"]["epochs"] == 2
