@@ -271,7 +271,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                     student.eval()
                     with autocast():
                         batch, logs = method.synthesize(epoch)
-                    pool.add(batch.images, batch.labels)
+                    pool.add(batch.images, batch.labels, batch.meta)
                 record.update({f"synth_{k}": float(v) for k, v in logs.items()})
                 record["pool_size"] = len(pool)
             if epoch >= cfg.warmup_epochs:
@@ -287,8 +287,8 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                     with clock.phase("distillation"):
                         student.train()
                         if cls.mode == POOL:
-                            images, labels = pool.sample(cfg.batch_size)
-                            batch = Batch(augment(images), labels)
+                            images, labels, meta = pool.sample(cfg.batch_size, **method.sample_options(epoch))
+                            batch = Batch(augment(images), labels, meta)
                         elif cls.mode == REAL:
                             images, labels = real.sample(cfg.batch_size)
                             batch = Batch(augment(normalizer.from_uint8(images)), labels)

@@ -79,6 +79,10 @@ class Method:
         """The pool this method's samples go into (priority replay overrides it)."""
         return SamplePool(capacity)
 
+    def sample_options(self, epoch: int) -> dict[str, Any]:
+        """Keyword arguments for the pool's ``sample`` (priority replay's annealed beta)."""
+        return {}
+
     # --- distillation --------------------------------------------------------------
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss terms of one student step; must contain ``loss``. Default: KD at T."""

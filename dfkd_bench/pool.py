@@ -20,7 +20,7 @@ class SamplePool:
     def __len__(self) -> int:
         return 0 if self.images is None else self.images.shape[0]
 
-    def add(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def add(self, images: torch.Tensor, labels: torch.Tensor | None = None, meta: dict | None = None) -> None:
         images = images.detach()
         if self.images is None:
             self.images = images.clone()
@@ -36,9 +36,9 @@ class SamplePool:
             if self.labels is not None:
                 self.labels = self.labels[-self.capacity:]
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None):
-        """A uniform random mini-batch, with replacement only when the pool is smaller
-        than the batch."""
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, **_):
+        """A uniform random mini-batch ``(images, labels, meta)``, with replacement only
+        when the pool is smaller than the batch."""
         if not len(self):
             raise RuntimeError("sampling from an empty pool")
         n = len(self)
@@ -47,7 +47,7 @@ class SamplePool:
         else:
             idx = torch.randint(n, (batch_size,), generator=generator)
         idx = idx.to(self.images.device)
-        return self.images[idx], None if self.labels is None else self.labels[idx]
+        return self.images[idx], None if self.labels is None else self.labels[idx], {"index": idx}
 
     def state_dict(self) -> dict:
         return {"capacity": self.capacity, "images": self.images, "labels": self.labels}
@@ -56,3 +56,71 @@ class SamplePool:
         self.capacity = state["capacity"]
         self.images = state["images"]
         self.labels = state["labels"]
+
+
+class PriorityReplay(SamplePool):
+    """SSD-KD's replay buffer: constant size |B| with the oldest samples evicted, each
+    sample carrying a priority delta (Eq. 4) and its teacher class.
+
+    Sampling follows prioritised experience replay (Schaul et al., 2016), SSD-KD Eq. 6:
+    ``P(x) = (|delta(x)| + eps)^alpha / sum_B (|delta| + eps)^alpha``, with replacement;
+    importance-sampling weights (Eq. 5) ``w(x) = (N * P(x))^-beta`` are normalised by
+    the largest weight in the buffer. ``alpha = 0`` is uniform sampling.
+    """
+
+    def __init__(self, capacity: int = 0, alpha: float = 0.6, eps: float = 1e-6):
+        super().__init__(capacity)
+        self.alpha, self.eps = alpha, eps
+        self.priorities: torch.Tensor | None = None
+        self.teacher_classes: torch.Tensor | None = None
+
+    def add(self, images: torch.Tensor, labels: torch.Tensor | None = None, meta: dict | None = None) -> None:
+        meta = meta or {}
+        n = images.shape[0]
+        prio = meta.get("priority")
+        prio = torch.ones(n, device=images.device) if prio is None else prio.detach().float().to(images.device)
+        cls = meta.get("teacher_class")
+        cls = torch.full((n,), -1, dtype=torch.long, device=images.device) if cls is None else cls.detach().to(images.device)
+        self.priorities = prio.clone() if self.priorities is None else torch.cat([self.priorities, prio])
+        self.teacher_classes = cls.clone() if self.teacher_classes is None else torch.cat([self.teacher_classes, cls])
+        super().add(images, labels)
+        if self.capacity and self.priorities.shape[0] > self.capacity:
+            self.priorities = self.priorities[-self.capacity:]
+            self.teacher_classes = self.teacher_classes[-self.capacity:]
+
+    def probabilities(self) -> torch.Tensor:
+        scaled = (self.priorities.abs() + self.eps) ** self.alpha
+        return scaled / scaled.sum()
+
+    def importance_weights(self, idx: torch.Tensor, beta: float) -> torch.Tensor:
+        p = self.probabilities()
+        n = p.shape[0]
+        max_w = (n * p.min()) ** (-beta)
+        return (n * p[idx]) ** (-beta) / max_w
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, beta: float = 0.4):
+        if not len(self):
+            raise RuntimeError("sampling from an empty replay buffer")
+        idx = torch.multinomial(self.probabilities().cpu(), batch_size, replacement=True, generator=generator)
+        idx = idx.to(self.images.device)
+        meta = {"index": idx, "is_weight": self.importance_weights(idx, beta)}
+        return self.images[idx], None if self.labels is None else self.labels[idx], meta
+
+    def update_priorities(self, idx: torch.Tensor, priorities: torch.Tensor) -> None:
+        self.priorities[idx] = priorities.detach().float()
+
+    def class_share(self, classes: torch.Tensor) -> torch.Tensor:
+        """For each class in ``classes``, the share of the buffer whose teacher class
+        equals it (the diversity factor of SSD-KD's Eq. 3 is one minus this)."""
+        if self.teacher_classes is None or not len(self):
+            return torch.zeros(classes.shape[0], device=classes.device)
+        return (self.teacher_classes[None, :] == classes[:, None].to(self.teacher_classes.device)).float().mean(1).to(classes.device)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "priorities": self.priorities, "teacher_classes": self.teacher_classes,
+                "alpha": self.alpha, "eps": self.eps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.priorities, self.teacher_classes = state["priorities"], state["teacher_classes"]
+        self.alpha, self.eps = state["alpha"], state["eps"]

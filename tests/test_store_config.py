@@ -71,7 +71,7 @@ def test_pool_evicts_oldest_and_never_exceeds_capacity():
         pool.add(torch.arange(start, start + 3).float().view(3, 1, 1, 1))
         assert len(pool) <= 5
     assert pool.images.flatten().tolist() == [7, 8, 9, 10, 11]
-    images, labels = pool.sample(4)
+    images, labels, meta = pool.sample(4)
     assert images.shape == (4, 1, 1, 1) and labels is None
     assert len(set(images.flatten().tolist())) == 4  # no replacement when the pool is big enough
 
