@@ -15,7 +15,7 @@ from dfkd_bench.method import REAL, Batch, Method, register_method
 @register_method
 class Scratch(Method):
     """Deep Residual Learning for Image Recognition (He et al., CVPR 2016): the student
-    trained on labelled real data, the ceiling no distillation needs to beat."""
+    trained on labelled real data: the reference row every distilled student is read against."""
 
     name = "scratch"
     mode = REAL

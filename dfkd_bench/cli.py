@@ -161,8 +161,8 @@ def cmd_list(args) -> int:
     for col in ("method", "mode", "presets", "summary"):
         table.add_column(col)
     for name, cls in METHODS.items():
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        table.add_row(name, cls.mode, ", ".join(sorted(cls.presets)) or "-", doc[0] if doc else "")
+        table.add_row(name, cls.mode, ", ".join(sorted(cls.presets)) or "-",
+                      _first_paragraph(cls.__doc__ or sys.modules[cls.__module__].__doc__))
     console.print(table)
     pairs = Table(title="pairs")
     for col in ("pair", "teacher params", "student params", "note"):
@@ -176,9 +176,13 @@ def cmd_list(args) -> int:
     data.add_column("data set")
     data.add_column("about")
     for name, fn in DATASETS.items():
-        data.add_row(name, (fn.__doc__ or "").strip().splitlines()[0])
+        data.add_row(name, _first_paragraph(fn.__doc__))
     console.print(data)
     return 0
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 def cmd_report(args) -> int:
