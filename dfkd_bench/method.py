@@ -65,6 +65,9 @@ class Method:
     name: ClassVar[str] = ""
     config_cls: ClassVar[type] = NoConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The method's own defaults for harness fields, applied before any preset (SSD-KD
+    # is defined by its buffer size, so it sets a data scale).
+    run_defaults: ClassVar[dict[str, Any]] = {}
     mode: ClassVar[str] = POOL
 
     def __init__(self, cfg: Any, ctx: MethodContext):

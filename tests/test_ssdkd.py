@@ -1,0 +1,119 @@
+"""SSD-KD: phi(x) against hand-computed values, the ablation switches, IS-weighted KD
+and priority refresh."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dfkd_bench.config import RunConfig
+from dfkd_bench.data import Normalizer, random_crop_flip
+from dfkd_bench.method import Batch, MethodContext
+from dfkd_bench.models import build_model
+from dfkd_bench.registry import METHODS
+
+SSDKD = METHODS.get("ssdkd")
+
+
+def make(**changes):
+    torch.manual_seed(0)
+    teacher = build_model("cnn_s", 4, 1).eval().requires_grad_(False)
+    student = build_model("cnn_s", 4, 1)
+    ctx = MethodContext(teacher=teacher, student=student, num_classes=4, image_shape=(1, 8, 8),
+                        normalizer=Normalizer((0.5,), (0.25,)), device=torch.device("cpu"),
+                        run=RunConfig(epochs=5, batch_size=4, T=4.0),
+                        augment=lambda x: random_crop_flip(x, 1, False))
+    cfg = SSDKD.config_cls(synth_batch=6, nz=8, **changes)
+    method = SSDKD(cfg, ctx)
+    method.make_pool(8)
+    return method
+
+
+def fill(method, classes):
+    n = len(classes)
+    method.buffer.add(torch.zeros(n, 1, 8, 8), None,
+                      {"priority": torch.ones(n), "teacher_class": torch.tensor(classes)})
+
+
+def logits_for(probs):
+    return torch.tensor(probs).log()
+
+
+def test_phi_matches_hand_computation():
+    method = make(gamma=2.0)
+    fill(method, [0, 0, 0, 1])  # class 0 holds 3/4 of the buffer, class 1 1/4, class 2 none
+    t_out = logits_for([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1], [0.1, 0.1, 0.4, 0.4]])
+    # argmax of the third row: first maximum, class 2
+    expected = [(1 - 3 / 4) * (1 - 0.7) ** 2, (1 - 1 / 4) * (1 - 0.5) ** 2, (1 - 0) * (1 - 0.4) ** 2]
+    assert torch.allclose(method.phi(t_out), torch.tensor(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"difficulty": False}, [1 - 3 / 4, 1 - 1 / 4]),
+    ({"diversity": False}, [(1 - 0.7) ** 2, (1 - 0.5) ** 2]),
+    ({"difficulty": False, "diversity": False}, [1.0, 1.0]),
+])
+def test_each_balancing_switch_removes_its_factor(changes, expected):
+    method = make(**changes)
+    fill(method, [0, 0, 0, 1])
+    t_out = logits_for([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1]])
+    assert torch.allclose(method.phi(t_out), torch.tensor(expected), atol=1e-6)
+
+
+def test_task_loss_is_phi_weighted_ce_against_teacher_prediction():
+    method = make()
+    fill(method, [1, 1, 2, 3])
+    t_out = logits_for([[0.6, 0.2, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1]])
+    ce = [-math.log(0.6), -math.log(0.7)]
+    phi = method.phi(t_out)
+    expected = (phi[0] * ce[0] + phi[1] * ce[1]) / 2
+    assert torch.allclose(method.task_loss(None, t_out, torch.tensor([3, 3])), expected, atol=1e-6)
+
+
+def test_priority_sampling_off_is_uniform_with_unit_weights():
+    method = make(priority_sampling=False)
+    fill(method, [0, 1, 2, 3])
+    method.buffer.update_priorities(torch.arange(4), torch.tensor([0.0, 1.0, 10.0, 100.0]))
+    assert torch.allclose(method.buffer.probabilities(), torch.full((4,), 0.25))
+    _, _, meta = method.buffer.sample(5, **method.sample_options(epoch=0))
+    assert torch.equal(meta["is_weight"], torch.ones(5))
+
+
+def test_beta_anneals_to_one():
+    method = make(beta=0.4)
+    assert method.sample_options(0)["beta"] == pytest.approx(0.4)
+    assert method.sample_options(4)["beta"] == pytest.approx(1.0)  # last of 5 epochs
+
+
+def test_synthesized_batch_carries_priorities_and_enters_the_buffer():
+    method = make()
+    batch, logs = method.synthesize(0)
+    assert batch.images.shape == (6, 1, 8, 8)
+    lo, hi = method.ctx.normalizer.clamp(torch.full((1, 1, 1, 1), -1e9)), method.ctx.normalizer.clamp(torch.full((1, 1, 1, 1), 1e9))
+    assert batch.images.min() >= lo.min() - 1e-6 and batch.images.max() <= hi.max() + 1e-6
+    assert batch.meta["priority"].shape == (6,) and (batch.meta["priority"] >= 0).all()
+    method.buffer.add(batch.images, batch.labels, batch.meta)
+    assert torch.equal(method.buffer.priorities, batch.meta["priority"].float())
+    assert 0.0 <= logs["phi_mean"] <= 1.0
+
+
+def test_distill_loss_is_is_weighted_and_priorities_refresh():
+    method = make()
+    batch, _ = method.synthesize(0)
+    method.buffer.add(batch.images, batch.labels, batch.meta)
+    images, labels, meta = method.buffer.sample(4, beta=0.5)
+    sampled = Batch(images, labels, meta)
+    losses = method.distill_loss(sampled)
+    from dfkd_bench.inversion import kd_loss
+    with torch.no_grad():
+        t = method.ctx.teacher(images)
+    s = method.ctx.student(images)
+    expected = (meta["is_weight"] * kd_loss(s, t, 4.0, reduction="none")).mean()
+    assert torch.allclose(losses["loss"], expected, atol=1e-6)
+    method.after_distill_step(sampled, losses)
+    refreshed = method.buffer.priorities[meta["index"]]
+    expected_prio = meta["is_weight"] * kd_loss(s.detach(), t, 1.0, reduction="none")
+    # duplicates in the index: the last write of each index wins
+    last = {int(i): float(p) for i, p in zip(meta["index"], expected_prio)}
+    assert torch.allclose(refreshed, torch.tensor([last[int(i)] for i in meta["index"]]), atol=1e-6)
