@@ -48,6 +48,20 @@ def resolve_method(name: str, preset: str | None) -> tuple[type, str | None]:
     raise AssertionError
 
 
+def scoped(overrides: dict[str, str], method: str) -> dict[str, str]:
+    """``--set`` keys for one method: ``<method>.key`` is kept (as ``method.key``) only for
+    that method, so one command can tune several methods; other keys go to every method."""
+    out = {}
+    for key, value in overrides.items():
+        scope, _, field = key.rpartition(".")
+        if scope in METHODS:
+            if scope == method:
+                out[f"method.{field}"] = value
+        else:
+            out[key] = value
+    return out
+
+
 def build_specs(args) -> list[harness.RunSpec]:
     if not args.methods:
         raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
@@ -55,7 +69,8 @@ def build_specs(args) -> list[harness.RunSpec]:
     specs = []
     for name in args.methods:
         cls, preset = resolve_method(name, args.preset)
-        run_cfg, method_cfg = RunConfig(), cls.config_cls()
+        run_cfg, method_cfg = apply_changes(RunConfig(), cls.config_cls(),
+                                            {f"run.{k}": v for k, v in cls.run_defaults.items()}, f"{cls.name} defaults")
         if preset:
             if Path(preset).suffix in (".yaml", ".yml"):
                 changes = load_preset_file(Path(preset))
@@ -68,9 +83,13 @@ def build_specs(args) -> list[harness.RunSpec]:
         flags = {"epochs": args.epochs, "data_scale": args.data_scale, "device": args.device}
         run_cfg, method_cfg = apply_changes(run_cfg, method_cfg,
                                             {f"run.{k}": v for k, v in flags.items() if v is not None}, "option")
-        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, overrides, "--set")
+        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, scoped(overrides, cls.name), "--set")
         if run_cfg.epochs < 1:
             raise UserError(f"--epochs {run_cfg.epochs}: expected a positive integer")
+        if run_cfg.epochs <= run_cfg.warmup_epochs:
+            raise UserError(f"{cls.name}: epochs={run_cfg.epochs} leaves no epoch after warmup_epochs="
+                            f"{run_cfg.warmup_epochs}; the student would never be trained (raise --epochs or "
+                            f"--set warmup_epochs=...)")
         if run_cfg.data_scale < 0:
             raise UserError(f"--data-scale {run_cfg.data_scale}: expected a positive integer")
         harness.resolve_device(run_cfg.device)
@@ -239,6 +258,8 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results")
     rep.add_argument("--out", default="reports")
     rep.set_defaults(func=cmd_report)
+    from .teachers_cli import add_teachers_parser
+    add_teachers_parser(sub)
     return p
 
 

@@ -2,16 +2,29 @@
 
 Every data set is a ``DataBundle`` of uint8 NCHW tensors; batches are normalised and
 augmented on whatever device holds them, so no per-image PIL work sits in the loop.
+Image files (torchvision's pickled CIFAR batches, or an ImageFolder of JPEG/PNG files)
+are decoded once into a tensor file under ``<cache>/data/tensors/``, keyed by the
+source's path and file listing, and later loads read that file.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import multiprocessing
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+from .paths import cache_dir, data_dir
 from .registry import DATASETS
+from .store import atomic_torch_save
 
 
 @dataclass
@@ -27,6 +40,9 @@ class DataBundle:
     crop_padding: int = 4
     flip: bool = True
     class_names: tuple[str, ...] = ()
+    # Where the pixels came from ("torchvision batches at ...", "ImageFolder at ..."),
+    # recorded beside teachers: a JPEG copy of CIFAR scores a little below the official one.
+    source: str = ""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -78,9 +94,17 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
     return x
 
 
-def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> DataBundle:
-    """``name`` is a registered data set, optionally ``kind:ARGUMENT`` (``imagefolder:PATH``)."""
-    return DATASETS.get(name.split(":", 1)[0])(name=name, root=root, download=download)
+def load_dataset(name: str, root: str | Path | None = None, download: bool = False,
+                 cache: str | Path | None = None) -> DataBundle:
+    """``name`` is a registered data set, optionally ``kind:ARGUMENT`` (``imagefolder:PATH``).
+
+    ``cache`` overrides the cache directory for loaders that decode files (they take a
+    ``cache`` keyword); loaders registered by plugins may leave it out."""
+    loader = DATASETS.get(name.split(":", 1)[0])
+    kwargs = {"name": name, "root": root, "download": download}
+    if cache is not None and "cache" in inspect.signature(loader).parameters:
+        kwargs["cache"] = cache
+    return loader(**kwargs)
 
 
 @DATASETS.register("digits")
@@ -106,3 +130,357 @@ def load_digits(name: str = "digits", root=None, download: bool = False) -> Data
         test_labels=labels[te], num_classes=10, mean=mean, std=std, crop_padding=2, flip=False,
         class_names=tuple(str(i) for i in range(10)),
     )
+
+
+# --- CIFAR through torchvision or an ImageFolder copy ------------------------------
+
+@dataclass(frozen=True)
+class _CifarSpec:
+    num_classes: int
+    batches_folder: str  # torchvision's folder name under its root
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+CIFAR = {
+    # Per-channel statistics of the official training splits.
+    "cifar10": _CifarSpec(10, "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": _CifarSpec(100, "cifar-100-python", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+CACHE_FORMAT = 1  # bump when the cached tensors' layout changes, so old files are not read
+_TENSOR_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _torchvision_class(name: str):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if name == "cifar10" else CIFAR100
+
+
+def locate_cifar(name: str, root: str | Path | None) -> tuple[str, Path] | None:
+    """Which layout holds ``name`` under ``root``: ``("torchvision", dir)`` where ``dir``
+    holds ``cifar-10-batches-py`` (torchvision's ``root``), or ``("imagefolder", dir)``
+    where ``dir`` holds ``train/<class>/`` and ``test/<class>/``. ``<root>/<name>`` is
+    looked at first, then ``root`` itself, so ``--data-root`` may name either."""
+    base = data_dir(root)
+    for candidate in (base / name, base):
+        if (candidate / CIFAR[name].batches_folder).is_dir():
+            return "torchvision", candidate
+        if (candidate / "train").is_dir() and _test_split_dir(candidate) is not None:
+            return "imagefolder", candidate
+    return None
+
+
+def _load_cifar(name: str, root, download: bool, cache) -> DataBundle:
+    spec = CIFAR[name]
+    found = locate_cifar(name, root)
+    if found is None:
+        base = data_dir(root)
+        if not download:
+            raise UserError(
+                f"{name} not found: expected {base / name / spec.batches_folder} (torchvision) or "
+                f"{base / name}/train and /test class folders (ImageFolder); pass --download to fetch it "
+                f"with torchvision, or --data-root DIR to point at a copy")
+        found = ("torchvision", _download_cifar(name, base / name))
+    elif download and found[0] == "torchvision":
+        _download_cifar(name, found[1])  # verifies the md5s and re-fetches a damaged copy
+    layout, where = found
+    if layout == "torchvision":
+        tensors = _cached_tensors(f"{name}-batches", _listing_key(where / spec.batches_folder),
+                                  lambda: _read_torchvision(name, where), cache)
+        source = f"torchvision batches at {(where / spec.batches_folder).resolve()}"
+    else:
+        tensors = _imagefolder_tensors(where, cache, expect_classes=(name, spec.num_classes))
+        source = f"ImageFolder at {where.resolve()}"
+    return DataBundle(
+        name=name, train_images=tensors["train_images"], train_labels=tensors["train_labels"],
+        test_images=tensors["test_images"], test_labels=tensors["test_labels"], num_classes=spec.num_classes,
+        mean=spec.mean, std=spec.std, crop_padding=4, flip=True, class_names=tuple(tensors["class_names"]),
+        source=source,
+    )
+
+
+def _download_cifar(name: str, tv_root: Path) -> Path:
+    try:
+        tv_root.mkdir(parents=True, exist_ok=True)
+        _torchvision_class(name)(str(tv_root), train=True, download=True)
+    except (OSError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"downloading {name} into {tv_root} failed ({reason}); "
+                        f"check the network, or put a copy there and leave out --download") from None
+    return tv_root
+
+
+def _read_torchvision(name: str, tv_root: Path) -> dict:
+    """torchvision checks every batch file's md5 before unpickling it, so a tampered or
+    truncated file is refused rather than executed."""
+    cls = _torchvision_class(name)
+    try:
+        splits = [cls(str(tv_root), train=train, download=False) for train in (True, False)]
+    except RuntimeError as exc:
+        raise UserError(f"{tv_root / CIFAR[name].batches_folder} fails torchvision's check ({exc}); delete it "
+                        f"and fetch it again with --download") from None
+    out: dict = {"class_names": list(splits[0].classes)}
+    for prefix, split in zip(("train", "test"), splits):
+        out[f"{prefix}_images"] = torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
+        out[f"{prefix}_labels"] = torch.tensor(split.targets, dtype=torch.int64)
+    return out
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(name: str = "cifar10", root=None, download: bool = False, cache=None) -> DataBundle:
+    """CIFAR-10 (10 classes, 32x32): torchvision's batches, or an ImageFolder copy."""
+    return _load_cifar("cifar10", root, download, cache)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(name: str = "cifar100", root=None, download: bool = False, cache=None) -> DataBundle:
+    """CIFAR-100 (100 classes, 32x32): torchvision's batches, or an ImageFolder copy."""
+    return _load_cifar("cifar100", root, download, cache)
+
+
+# --- ImageFolder -------------------------------------------------------------------
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(name: str, root=None, download: bool = False, cache=None) -> DataBundle:
+    """imagefolder:PATH, any folder of train/<class>/ and test/<class>/ images of one size.
+
+    Classes are the sorted folder names (torchvision's ImageFolder order); ``val/`` stands
+    in for a missing ``test/``; mean and std are measured on the train split."""
+    arg = name.split(":", 1)[1] if ":" in name else ""
+    if not arg:
+        raise UserError("data set 'imagefolder' needs a folder: imagefolder:PATH (PATH holds train/ and test/)")
+    folder = Path(arg).expanduser()
+    if not folder.is_absolute() and not folder.is_dir() and (data_dir(root) / folder).is_dir():
+        folder = data_dir(root) / folder
+    if not (folder / "train").is_dir() or _test_split_dir(folder) is None:
+        raise UserError(f"imagefolder:{arg}: expected {folder}/train/<class>/ and {folder}/test/<class>/ "
+                        "folders of images")
+    tensors = _imagefolder_tensors(folder, cache)
+    height = tensors["train_images"].shape[2]
+    return DataBundle(
+        name=f"imagefolder:{folder.resolve()}", train_images=tensors["train_images"],
+        train_labels=tensors["train_labels"], test_images=tensors["test_images"],
+        test_labels=tensors["test_labels"], num_classes=len(tensors["class_names"]),
+        mean=tuple(tensors["mean"]), std=tuple(tensors["std"]),
+        # 4 px on 32x32 (the CIFAR setting) scales with the image.
+        crop_padding=max(1, height // 8), flip=True, class_names=tuple(tensors["class_names"]),
+        source=f"ImageFolder at {folder.resolve()}",
+    )
+
+
+def _test_split_dir(folder: Path) -> Path | None:
+    for split in ("test", "val"):
+        if (folder / split).is_dir():
+            return folder / split
+    return None
+
+
+def _image_files(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Files in torchvision ImageFolder order: classes sorted, then paths sorted."""
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        class_dir = split_dir / cls
+        if not class_dir.is_dir():
+            continue
+        found = []
+        for dirpath, _, names in os.walk(class_dir, followlinks=True):
+            found.extend(os.path.join(dirpath, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        found.sort()
+        files.extend(found)
+        labels.extend([label] * len(found))
+    return files, labels
+
+
+def _imagefolder_listing(folder: Path) -> tuple[list[str], dict[str, tuple[list[str], list[int]]]]:
+    train_dir, test_dir = folder / "train", _test_split_dir(folder)
+    classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    if not classes:
+        raise UserError(f"{train_dir} has no class folders; expected train/<class>/ images")
+    unknown = sorted(e.name for e in os.scandir(test_dir) if e.is_dir() and e.name not in classes)
+    if unknown:
+        raise UserError(f"{test_dir} has class folders missing from train/: {', '.join(unknown[:5])}")
+    splits = {"train": _image_files(train_dir, classes), "test": _image_files(test_dir, classes)}
+    for split, (files, _) in splits.items():
+        if not files:
+            raise UserError(f"{folder}/{split} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, splits
+
+
+def _listing_key(folder: Path, files: list[str] | None = None) -> str:
+    """Hash of the resolved folder and every file's relative path, size and mtime: any
+    added, removed, replaced or touched file gives a new key, so a stale cache is never read."""
+    folder = folder.resolve()
+    if files is None:
+        files = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    h = hashlib.sha256(f"format {CACHE_FORMAT}\n{folder}\n".encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{os.path.relpath(f, folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _imagefolder_tensors(folder: Path, cache, expect_classes: tuple[str, int] | None = None) -> dict:
+    """``expect_classes`` (data set name, class count) is checked before anything is decoded."""
+    classes, splits = _imagefolder_listing(folder)
+    if expect_classes and len(classes) != expect_classes[1]:
+        name, count = expect_classes
+        raise UserError(f"{folder} has {len(classes)} class folders under train/, but {name} has {count}; "
+                        f"point --data-root at a {name} copy")
+    key = _listing_key(folder, splits["train"][0] + splits["test"][0])
+
+    def build() -> dict:
+        out: dict = {"class_names": classes}
+        for split, (files, labels) in splits.items():
+            out[f"{split}_images"] = decode_images(files, f"decoding {folder.name}/{split}")
+            out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
+        channels = {out["train_images"].shape[1], out["test_images"].shape[1]}
+        if channels == {1, 3}:  # a grey split beside a colour one: make both colour
+            for split in ("train", "test"):
+                out[f"{split}_images"] = out[f"{split}_images"].expand(-1, 3, -1, -1).contiguous()
+        if out["train_images"].shape[2:] != out["test_images"].shape[2:]:
+            raise UserError(f"{folder}: train images are {tuple(out['train_images'].shape[2:])} pixels but test "
+                            f"images {tuple(out['test_images'].shape[2:])}; resize them to one size")
+        out["mean"], out["std"] = channel_stats(out["train_images"])
+        return out
+
+    return _cached_tensors("imagefolder", key, build, cache)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 NCHW images in [0,1], accumulated in float64
+    chunk by chunk so 50,000 images never need a float copy of the whole split."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)
+        total += x.sum(1)
+        total_sq += (x * x).sum(1)
+    count = images.numel() / c
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
+
+
+# --- decoding image files ----------------------------------------------------------
+
+def _decode_chunk(files: list[str]) -> list:
+    """Worker: each file as an H,W,C uint8 array (C 1 for grey, else 3), or an
+    ``("error", path, message)`` tuple (exceptions do not always pickle)."""
+    from PIL import Image
+
+    out = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                arr = np.asarray(im.convert(mode))
+        except Exception as exc:  # noqa: BLE001  (any unreadable file becomes one user error)
+            return [("error", path, f"{type(exc).__name__}: {exc}")]
+        out.append(arr[:, :, None] if arr.ndim == 2 else arr)
+    return out
+
+
+def _worker_count(n_files: int) -> int:
+    # Below a few thousand files the pool's start-up costs more than it saves.
+    if n_files < 2000:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def decode_images(files: list[str], title: str = "decoding", chunk: int = 500) -> torch.Tensor:
+    """Decode image files into one uint8 N,C,H,W tensor, in a few worker processes (PIL
+    holds the GIL for much of a small image's decode, so threads barely help), with a
+    rich progress bar on stderr. Every image must have the same size."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
+    workers = _worker_count(len(files))
+    result: list[list | None] = [None] * len(chunks)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=False)
+    if workers == 1:
+        with progress:
+            task = progress.add_task(title, total=len(files))
+            for i, c in enumerate(chunks):
+                result[i] = _decode_chunk(c)
+                progress.advance(task, len(c))
+    else:
+        # fork starts workers without re-importing torch; they only run PIL and numpy.
+        # Every job is submitted before the progress bar's refresh thread starts, so no
+        # worker is forked while that thread holds a lock.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_decode_chunk, c): i for i, c in enumerate(chunks)}
+            with progress:
+                task = progress.add_task(title, total=len(files))
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    result[i] = fut.result()
+                    progress.advance(task, len(chunks[i]))
+    first = None
+    for part in result:
+        for arr in part:
+            if isinstance(arr, tuple):
+                raise UserError(f"cannot decode image {arr[1]} ({arr[2][:160]})")
+            if first is None:
+                first = arr
+    h, w = first.shape[:2]
+    channels = 3 if any(a.shape[2] == 3 for part in result for a in part) else 1
+    out = np.empty((len(files), h, w, channels), dtype=np.uint8)
+    k = 0
+    for part, names in zip(result, chunks):
+        for arr, path in zip(part, names):
+            if arr.shape[:2] != (h, w):
+                raise UserError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels but {files[0]} is "
+                                f"{w}x{h}; an ImageFolder data set needs one image size")
+            out[k] = arr
+            k += 1
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+# --- the on-disk tensor cache ------------------------------------------------------
+
+def tensor_cache_path(kind: str, key: str, cache=None) -> Path:
+    return cache_dir(cache) / "data" / "tensors" / f"{kind}-{key[:20]}.pt"
+
+
+def _valid_tensors(obj) -> bool:
+    if not isinstance(obj, dict) or obj.get("format") != CACHE_FORMAT:
+        return False
+    if not all(torch.is_tensor(obj.get(k)) for k in _TENSOR_KEYS):
+        return False
+    ok_images = all(obj[f"{s}_images"].dtype == torch.uint8 and obj[f"{s}_images"].dim() == 4
+                    for s in ("train", "test"))
+    ok_labels = all(len(obj[f"{s}_labels"]) == len(obj[f"{s}_images"]) for s in ("train", "test"))
+    return ok_images and ok_labels and isinstance(obj.get("class_names"), list)
+
+
+def _cached_tensors(kind: str, key: str, build, cache=None) -> dict:
+    """The decoded tensors for ``(kind, key)``: read from the cache, or built and
+    written there. Writes go to a temporary file renamed into place, so two processes
+    building at once both succeed (the last rename wins) and a reader never sees a
+    partial file. A cache file that does not load is rebuilt."""
+    path = tensor_cache_path(kind, key, cache)
+    if path.exists():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001  (any unreadable cache file is simply rebuilt)
+            obj = None
+        if _valid_tensors(obj):
+            return obj
+        warnings.warn(f"data cache {path} is damaged or outdated; decoding the data set again", stacklevel=3)
+    obj = {**build(), "format": CACHE_FORMAT}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(path, obj)
+    except OSError as exc:
+        warnings.warn(f"cannot write the data cache {path} ({exc.strerror or exc}); the data set will be "
+                      "decoded again next time (set --cache-dir or DFKD_BENCH_CACHE to a writable folder)",
+                      stacklevel=3)
+    return obj

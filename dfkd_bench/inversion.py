@@ -2,6 +2,9 @@
 adversarial losses, and the generator-step helpers."""
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,10 +108,12 @@ def roll_flip(x: torch.Tensor, max_shift: int) -> torch.Tensor:
 def adversarial_kl_agree(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     """Fast-N's adversarial term, to be *minimised* by the generator: minus the KL between
     teacher and student, counted only on samples where both predict the same class (so
-    the generator is not rewarded for samples the teacher itself finds ambiguous)."""
+    the generator is not rewarded for pushing samples across the teacher's boundary)."""
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
     kl = kd_loss(student_logits, teacher_logits, T, reduction="none") / (T * T)
-    return -(kl * agree).sum() / agree.sum().clamp_min(1.0)
+    # Masked mean over the whole batch, as the reference implementation: the term
+    # weakens as fewer samples agree instead of concentrating on the few that do.
+    return -(kl * agree).mean()
 
 
 def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
@@ -117,3 +122,102 @@ def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
 
     c, h, _ = ctx.image_shape
     return Generator(nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device)
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample random crop covering a ``scale`` share of the area at an aspect ratio
+    in ``ratio``, resized back to the input size (bilinear), batched by grid sampling;
+    CMI's second ("local") view of a synthetic image."""
+    import math
+
+    n = x.shape[0]
+    area = torch.empty(n).uniform_(scale[0], scale[1], generator=generator)
+    aspect = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
+    w, h = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = w, h
+    theta[:, 0, 2] = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+    theta[:, 1, 2] = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
+             T: float = 0.2) -> torch.Tensor:
+    """InfoNCE on cosine similarities at temperature ``T``, batch mean: row i of
+    ``anchor`` should match row i of ``positive`` rather than the other rows of
+    ``positive`` (in-batch negatives) or any row of ``negatives`` (a memory bank)."""
+    a, p = F.normalize(anchor, dim=1), F.normalize(positive, dim=1)
+    logits = a @ p.t()
+    if negatives is not None and len(negatives):
+        logits = torch.cat([logits, a @ F.normalize(negatives, dim=1).t()], dim=1)
+    return F.cross_entropy(logits / T, torch.arange(len(a), device=a.device))
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Switch off ``requires_grad`` of ``module``'s trainable parameters for the block
+    and restore it after: a generator step then backpropagates through the student
+    to its input without computing or accumulating gradients for the student."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class OnlineGenerator:
+    """A generator trained alongside the student, for the online methods (DAFL, DFAD,
+    ZSKT, DFQ): the shared generator in train mode, its Adam optimiser (betas 0.5,
+    0.999), and a call counter so that it takes one step on the first call and every
+    ``every``-th after (DFAD's 5, ZSKT's and DFQ's 10 student steps per generator step)."""
+
+    def __init__(self, ctx, nz: int, lr: float, every: int = 1, betas: tuple[float, float] = (0.5, 0.999)):
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.ctx = ctx
+        self.net = generator_for(ctx, nz)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
+        self.every = every
+        self.calls = 0
+        self.logs: dict[str, float] = {}
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` images in the models' normalised space, differentiable in the generator."""
+        z = torch.randn(n, self.net.nz, device=self.ctx.device)
+        return self.ctx.normalizer(self.net(z))
+
+    def next_batch(self, n: int, loss_fn) -> tuple[torch.Tensor, dict[str, float]]:
+        """One online synthesis call: when due, one generator step minimising
+        ``loss_fn(x) -> (loss, {name: tensor})`` on a batch of ``n`` images with the
+        student's parameters frozen; then, always, a fresh batch drawn without grad.
+        The last step's logs come back on every call, so that per-epoch means are not
+        diluted by the calls that took no step."""
+        self.net.train()
+        if self.calls % self.every == 0:
+            with frozen(self.ctx.student):
+                loss, terms = loss_fn(self.sample(n))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            self.logs = {"loss_g": loss.item(), **{k: float(v) for k, v in terms.items()}}
+        self.calls += 1
+        with torch.no_grad():
+            images = self.sample(n)
+        return images, dict(self.logs)
+
+    def state_dict(self) -> dict:
+        # Copies: the live tensors change in place with the next step.
+        return copy.deepcopy({"generator": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "calls": self.calls, "logs": self.logs})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["generator"])
+        # A copy: Adam would otherwise keep (and update in place) the caller's tensors.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.calls, self.logs = state["calls"], dict(state["logs"])

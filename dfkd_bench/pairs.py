@@ -12,22 +12,40 @@ class Pair:
     teacher: str
     student: str
     note: str = ""
+    in_channels: int = 3
 
     @property
     def name(self) -> str:
         return f"{self.teacher}-{self.student}"
 
+    def parameter_counts(self, num_classes: int = 10) -> tuple[int, int]:
+        """(teacher, student) parameter counts for ``num_classes`` outputs."""
+        from .models import build_model, count_parameters
 
-def _add(teacher: str, student: str, note: str) -> None:
-    pair = Pair(teacher, student, note)
+        return tuple(count_parameters(build_model(a, num_classes, self.in_channels))
+                     for a in (self.teacher, self.student))
+
+
+def _add(teacher: str, student: str, note: str, in_channels: int = 3) -> None:
+    pair = Pair(teacher, student, note, in_channels)
     PAIRS.register(pair.name, pair)
 
 
-_add("cnn_m", "cnn_s", "embedded digits quickstart; seconds on a CPU")
+_add("cnn_m", "cnn_s", "embedded digits quickstart; seconds on a CPU", in_channels=1)
+# The five CIFAR pairs of the DFKD literature's tables (DeepInv, CMI, Fast, SSD-KD).
+_add("resnet34", "resnet18", "paper pair (CIFAR); GPU scale")
+_add("vgg11", "resnet18", "paper pair (CIFAR), cross-architecture; GPU scale")
+_add("wrn40_2", "wrn16_1", "paper pair (CIFAR); GPU scale")
+_add("wrn40_2", "wrn40_1", "paper pair (CIFAR); GPU scale")
+_add("wrn40_2", "wrn16_2", "paper pair (CIFAR); GPU scale")
+# Small enough to train and distil on a CPU: a resnet20 epoch over CIFAR-10 takes about
+# 3-5 minutes on two idle cores (benchmarks/teacher_throughput.py), the paper pairs hours.
+_add("wrn16_2", "wrn16_1", "CPU scale (CIFAR): the paper's WRN family, shallower teacher")
+_add("resnet20", "resnet8", "CPU scale (CIFAR): He et al.'s small CIFAR ResNets")
 
 # The data set a run uses when none is given, and the pair it defaults to.
 DEFAULT_DATASET = "digits"
-DEFAULT_PAIR = {"digits": "cnn_m-cnn_s"}
+DEFAULT_PAIR = {"digits": "cnn_m-cnn_s", "cifar10": "resnet34-resnet18", "cifar100": "resnet34-resnet18"}
 
 
 def resolve_pair(name: str | None, dataset: str) -> Pair:

@@ -1,0 +1,190 @@
+"""``dfkd-bench teachers list|train|import|verify``: the shared teacher zoo from the
+command line. Parses and validates, then calls ``dfkd_bench.teachers``."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .cli import console
+from .data import load_dataset
+from .errors import UserError
+from .paths import cache_dir
+from .registry import DATASETS, MODELS
+from .teachers import (TrainRecipe, import_teacher, list_teachers, teacher_metadata, teacher_paths,
+                       train_teacher, verify)
+
+
+def add_teachers_parser(subparsers) -> None:
+    """Add ``teachers`` and its subcommands to the CLI's subparsers."""
+    teachers = subparsers.add_parser("teachers", help="the shared teacher zoo: list, train, import, verify")
+    sub = teachers.add_subparsers(dest="teachers_command", required=True, parser_class=type(teachers),
+                                  metavar="{list,train,import,verify}")
+
+    ls = sub.add_parser("list", help="teachers in the zoo with top-1, recipe, date and sha256")
+    _cache_option(ls)
+    ls.set_defaults(func=cmd_list)
+
+    tr = sub.add_parser("train", help="train a teacher on the real training split and add it to the zoo")
+    _teacher_options(tr)
+    tr.add_argument("--epochs", type=int, default=None,
+                    help="override the recipe's epochs (the schedule follows the shorter run)")
+    tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
+    tr.add_argument("--eval-every", type=int, default=1, metavar="N",
+                    help="measure test top-1 every N epochs (default 1; the last epoch always)")
+    tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
+    tr.set_defaults(func=cmd_train)
+
+    im = sub.add_parser("import", help="add a checkpoint file (public layout or bare state dict) to the zoo")
+    im.add_argument("path", metavar="PATH", help="checkpoint: a dict with 'state_dict', or a bare state dict")
+    _teacher_options(im)
+    im.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
+    im.set_defaults(func=cmd_import)
+
+    ve = sub.add_parser("verify", help="check a teacher's sha256 and re-measure its test top-1")
+    _teacher_options(ve)
+    ve.set_defaults(func=cmd_verify)
+
+
+def _cache_option(p) -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help="teacher zoo and data cache (default $DFKD_BENCH_CACHE or ~/.cache/dfkd-bench)")
+
+
+def _teacher_options(p) -> None:
+    p.add_argument("--dataset", required=True, help="data set, e.g. cifar10, cifar100, imagefolder:PATH")
+    p.add_argument("--arch", required=True, help="architecture, e.g. resnet34, wrn40_2, resnet20")
+    p.add_argument("--data-root", default=None, help="root folder of the data sets, or the data set's own folder")
+    p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    _cache_option(p)
+
+
+def _check_names(args) -> None:
+    DATASETS.get(args.dataset.split(":", 1)[0])
+    if not args.arch.startswith("timm:"):
+        MODELS.get(args.arch)
+
+
+def _device(args):
+    from .harness import resolve_device
+
+    return resolve_device(args.device)
+
+
+def _refuse_existing(data_name: str, args, verb: str) -> None:
+    meta = teacher_metadata(data_name, args.arch, args.cache_dir)
+    ckpt, _ = teacher_paths(data_name, args.arch, args.cache_dir)
+    if ckpt.exists() and not args.force:
+        top1 = f", top-1 {meta['top1']:.2f}%" if meta and meta.get("top1") is not None else ""
+        raise UserError(f"the zoo already has a {args.arch} teacher for {data_name} ({ckpt}{top1}); "
+                        f"pass --force to {verb} a new one")
+
+
+def recipe_summary(meta: dict) -> str:
+    recipe = meta.get("recipe") or {}
+    if recipe.get("imported"):
+        return f"imported from {meta.get('source', '?')}"
+    known = {f.name for f in dataclasses.fields(TrainRecipe)}
+    try:
+        return TrainRecipe(**{k: v for k, v in recipe.items() if k in known}).summary()
+    except (TypeError, ValueError):
+        return str(recipe)[:60]
+
+
+def _short_source(source: str) -> str:
+    """``ImageFolder at /a/b/cifar10-jpg`` -> ``ImageFolder cifar10-jpg``."""
+    kind, _, where = source.partition(" at ")
+    return f"{kind} {Path(where).name}".strip() if where else (source or "-")
+
+
+def cmd_list(args) -> int:
+    entries = list_teachers(args.cache_dir)
+    where = cache_dir(args.cache_dir) / "teachers"
+    if not entries:
+        console.print(f"no teachers in {where}; add one with `dfkd-bench teachers train --dataset D --arch A` "
+                      "or `dfkd-bench teachers import PATH --dataset D --arch A`")
+        return 0
+    table = Table(title=f"teacher zoo ({where})")
+    for col in ("data set", "arch", "top-1 %", "recipe", "data", "date", "sha256"):
+        table.add_column(col, justify="right" if col == "top-1 %" else "left")
+    for e in entries:
+        if "error" in e:
+            table.add_row(e["dataset"], e["arch"], "-", f"[red]{e['error']}", "-", "-", "-")
+            continue
+        top1 = e.get("top1")
+        table.add_row(str(e.get("dataset")), str(e.get("arch")), "-" if top1 is None else f"{top1:.2f}",
+                      recipe_summary(e), _short_source(e.get("data_source", "")),
+                      str(e.get("date", "-"))[:16].replace("T", " "), str(e.get("sha256", ""))[:12] or "-")
+    console.print(table)
+    return 0
+
+
+def cmd_train(args) -> int:
+    _check_names(args)
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: expected a positive integer")
+    if args.eval_every < 0:
+        raise UserError(f"--eval-every {args.eval_every}: expected 0 (last epoch only) or a positive integer")
+    device = _device(args)
+    data = load_dataset(args.dataset, args.data_root, args.download, cache=args.cache_dir)
+    _refuse_existing(data.name, args, "train")
+    recipe = TrainRecipe.for_dataset(data.name)
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
+                  f"{len(data.train_labels):,} images) on {device}: {recipe.summary()}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        epochs = bar.add_task("epochs", total=recipe.epochs, info="")
+        steps = bar.add_task("  steps", total=1, info="")
+
+        def progress(event: str, info: dict) -> None:
+            if event == "start":
+                bar.update(steps, total=info["steps"], completed=0)
+            elif event == "step":
+                bar.update(steps, completed=info["step"])
+            elif event == "epoch":
+                test = f", test top-1 {info['top1']:.2f}%" if "top1" in info else ""
+                line = (f"epoch {info['epoch'] + 1}/{recipe.epochs}: loss {info['loss']:.4f}, "
+                        f"train top-1 {info['train_top1']:.2f}%{test}, lr {info['lr']:.4g}, {info['seconds']:.0f} s")
+                bar.console.print(line)
+                bar.update(epochs, completed=info["epoch"] + 1, info=test.lstrip(", "))
+
+        _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
+                                args.eval_every)
+    ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
+    console.print(f"saved {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
+                  f"in {meta['train_seconds']:.0f} s -> {ckpt}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    _check_names(args)
+    path = Path(args.path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist or is not a file")
+    device = _device(args)
+    data = load_dataset(args.dataset, args.data_root, args.download, cache=args.cache_dir)
+    _refuse_existing(data.name, args, "import")
+    meta = import_teacher(path, args.dataset, args.arch, args.cache_dir, device=device, data=data)
+    ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
+    console.print(f"imported {path} as the {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
+                  f"(sha256 {meta['sha256'][:12]}) -> {ckpt}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    _check_names(args)
+    result = verify(args.dataset, args.arch, args.cache_dir, args.data_root, args.download, _device(args))
+    recorded = "-" if result["recorded_top1"] is None else f"{result['recorded_top1']:.2f}%"
+    text = (f"{result['arch']} teacher for {result['dataset']}: sha256 {result['sha256'][:12]} matches, "
+            f"test top-1 {result['measured_top1']:.2f}% (recorded {recorded})")
+    if result["ok"]:
+        console.print(f"ok: {text}")
+        return 0
+    console.print(f"[red]mismatch[/red]: {text}; the data or the evaluation differs from when it was recorded")
+    return 1

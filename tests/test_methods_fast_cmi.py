@@ -1,0 +1,195 @@
+"""Fast-N and CMI on tiny CPU models: Fast's meta update, reset_l0 and BN moving
+average; CMI's contrastive loss and memory bank; both methods' batches and resume."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dfkd_bench.config import RunConfig
+from dfkd_bench.data import Normalizer, random_crop_flip
+from dfkd_bench.inversion import info_nce, random_resized_crop
+from dfkd_bench.method import MethodContext
+from dfkd_bench.models import build_model
+from dfkd_bench.methods.cmi import CMI, CMIConfig
+from dfkd_bench.methods.fast import Fast, FastConfig
+
+SHAPE = (1, 16, 16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Models this small run fastest on one thread, and a shared CPU stays responsive."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_ctx(seed: int = 0, warmup: int = 0) -> MethodContext:
+    torch.manual_seed(seed)
+    teacher = build_model("cnn_m", 10, 1).train()
+    with torch.no_grad():  # BN running statistics for the BN loss to match
+        for _ in range(3):
+            teacher(torch.randn(16, *SHAPE))
+    teacher.eval().requires_grad_(False)
+    student = build_model("cnn_s", 10, 1).eval()
+    return MethodContext(teacher=teacher, student=student, num_classes=10, image_shape=SHAPE,
+                         normalizer=Normalizer((0.3,), (0.4,)), device=torch.device("cpu"),
+                         run=RunConfig(warmup_epochs=warmup, device="cpu"),
+                         augment=lambda x: random_crop_flip(x, 2, False))
+
+
+def fast(**changes) -> Fast:
+    return Fast(FastConfig(**{"steps": 2, "synth_batch": 8, "nz": 16, **changes}), make_ctx())
+
+
+def cmi(**changes) -> CMI:
+    return CMI(CMIConfig(**{"steps": 2, "synth_batch": 8, "nz": 16, "bank_size": 20, "n_neg": 8, **changes}),
+               make_ctx())
+
+
+def params_and_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("meta", ["maml", "reptile"])
+def test_fast_meta_update_moves_the_meta_generator(meta):
+    method = fast(meta=meta)
+    before = {k: p.detach().clone() for k, p in method.generator.named_parameters()}
+    method.synthesize(0)
+    moved = [k for k, p in method.generator.named_parameters() if not torch.equal(p, before[k])]
+    assert moved == list(before)
+
+
+def test_fast_reset_l0_reinitialises_exactly_l1_and_first_bn():
+    method = fast(reset_round=2)
+    method.synthesize(0)  # round 1 of 2: no reset yet, the meta update moves every layer
+    assert not method.maybe_reset()
+    before = params_and_buffers(method.generator)
+    method.round = 2
+    assert method.maybe_reset()
+    after = params_and_buffers(method.generator)
+    reset = {"l1.weight", "l1.bias", "conv_blocks0.0.weight", "conv_blocks0.0.bias"}
+    for k in before:
+        if k in reset:
+            assert not torch.equal(before[k], after[k]), k
+        else:
+            assert torch.equal(before[k], after[k]), k
+    assert torch.equal(after["conv_blocks0.0.weight"], torch.ones_like(after["conv_blocks0.0.weight"]))
+
+
+def test_fast_reset_waits_for_the_warmup():
+    method = Fast(FastConfig(steps=1, synth_batch=4, nz=8, reset_round=1), make_ctx(warmup=2))
+    method.round = 1
+    assert not method.maybe_reset()
+    method.round = 3
+    assert method.maybe_reset()
+
+
+def test_fast_bn_moving_average_blends_from_the_second_round():
+    with_mmt, plain = fast(bn_mmt=0.9), fast(bn_mmt=0.0)
+    logs = []
+    for epoch in range(2):
+        for method in (with_mmt, plain):
+            torch.manual_seed(10 + epoch)
+            logs.append(method.synthesize(epoch)[1]["bn"])
+    assert logs[0] == logs[1]  # first round: no average yet
+    assert logs[2] != logs[3]
+    # Golden: the hook compares against 0.1 * current + 0.9 * average.
+    hook = with_mmt.hooks[0]
+    x = torch.randn(8, *SHAPE)
+    with torch.enable_grad():
+        with_mmt.ctx.teacher(x)
+    m = hook.module
+    expected = (torch.norm(m.running_mean - (0.1 * hook.mean + 0.9 * hook.avg_mean))
+                + torch.norm(m.running_var - (0.1 * hook.var + 0.9 * hook.avg_var)))
+    assert torch.allclose(hook.loss, expected)
+
+
+def test_cmi_contrastive_loss_prefers_the_positive_view():
+    method = cmi()
+    torch.manual_seed(0)
+    dim = method.bank.shape[1]
+    anchor = torch.rand(8, dim) * 3
+    same = anchor + 0.01 * torch.randn_like(anchor)
+    other = torch.rand(8, dim) * 3
+    bank = torch.rand(16, dim) * 3
+    with torch.no_grad():
+        head = method.head
+        positive = info_nce(head(anchor), head(same), head(bank), 0.2)
+        negative = info_nce(head(anchor), head(other), head(bank), 0.2)
+    assert positive < negative
+    a = torch.nn.functional.one_hot(torch.arange(4), 8).float()
+    assert info_nce(a, a, None, 0.1) < 1e-3  # orthogonal instances are told apart
+
+
+def test_cmi_memory_bank_is_a_ring():
+    method = cmi(bank_size=5)
+    dim = method.bank.shape[1]
+    method.add_to_bank(torch.full((3, dim), 1.0))
+    method.add_to_bank(torch.full((4, dim), 2.0))
+    assert method.bank_count == 5 and method.bank_next == 2
+    assert method.bank[:, 0].tolist() == [2.0, 2.0, 1.0, 2.0, 2.0]
+    assert method.sample_bank(10).shape == (5, dim)
+
+
+def test_random_resized_crop_keeps_shape_and_full_crop_is_identity():
+    x = torch.rand(4, 3, 12, 12)
+    assert random_resized_crop(x, (0.25, 1.0)).shape == x.shape
+    assert torch.allclose(random_resized_crop(x, (1.0, 1.0), (1.0, 1.0)), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [fast, cmi, lambda: cmi(adv_loss="js", bank_size=0)],
+                         ids=["fast", "cmi", "cmi-js-nobank"])
+def test_batch_shape_range_and_device(make):
+    method = make()
+    batch, logs = method.synthesize(0)
+    assert batch.images.shape == (8, *SHAPE) and batch.labels.shape == (8,)
+    assert batch.images.device.type == "cpu" and not batch.images.requires_grad
+    assert torch.equal(method.ctx.normalizer.clamp(batch.images), batch.images)
+    assert all(isinstance(v, float) for v in logs.values()) and "loss" in logs
+
+
+@pytest.mark.parametrize("make", [fast, cmi], ids=["fast", "cmi"])
+def test_state_dict_round_trip_reproduces_the_next_round(make):
+    original = make()
+    for epoch in range(2):
+        original.synthesize(epoch)
+    state = copy.deepcopy(original.state_dict())
+    torch.manual_seed(123)
+    expected, expected_logs = original.synthesize(2)
+    resumed = make()
+    resumed.load_state_dict(state)
+    torch.manual_seed(123)
+    got, got_logs = resumed.synthesize(2)
+    assert torch.equal(got.images, expected.images) and torch.equal(got.labels, expected.labels)
+    assert got_logs == expected_logs
+
+
+# Fast's reset_l0 falls at round 2 + warm-up 1 = epoch 2, after the cut: the round counter must resume.
+@pytest.mark.parametrize("method,changes", [("fast", {"reset_round": 2}), ("cmi", {})])
+def test_harness_resume_matches_uninterrupted(method, changes, tiny_zoo, tmp_path):
+    from dfkd_bench import harness, store
+    from dfkd_bench.registry import METHODS
+
+    def spec(out):
+        cfg = METHODS.get(method).config_cls(steps=2, synth_batch=8, nz=16, **changes)
+        run = RunConfig(epochs=4, batch_size=8, kd_steps=2, warmup_epochs=1, device="cpu")
+        return harness.RunSpec(method=method, dataset="tiny", pair="cnn_s-cnn_s", seed=0, run=run,
+                               method_config=cfg, out=out)
+
+    def interrupt(event, info):
+        if event == "epoch" and info["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    full = harness.run(spec(tmp_path / "full"), announce=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(spec(tmp_path / "cut"), progress=interrupt, announce=lambda m: None)
+    resumed = harness.run(spec(tmp_path / "cut"), announce=lambda m: None)
+    assert resumed["status"] == "completed" and resumed["final_top1"] == full["final_top1"]
+    a = store.RunDir(tmp_path / "full", full["name"]).load_checkpoint()
+    b = store.RunDir(tmp_path / "cut", resumed["name"]).load_checkpoint()
+    assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
+    assert torch.equal(a["pool"]["images"], b["pool"]["images"])

@@ -1,0 +1,235 @@
+"""The online methods (DAFL, DFAD, ZSKT, DFQ) and the noise floor on tiny models: batch
+shape, range and device; the adversarial term is live and moves the generator against
+the student (not the teacher); DFQ's generator steps exactly every k-th call; state
+round trips and resume; golden values of the losses with known answers."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from dfkd_bench import harness, store
+from dfkd_bench.config import RunConfig
+from dfkd_bench.data import Normalizer
+from dfkd_bench.inversion import frozen, information_entropy_loss, kd_loss
+from dfkd_bench.method import ONLINE, MethodContext
+from dfkd_bench.models import build_model
+from dfkd_bench.registry import METHODS
+
+ONLINE_METHODS = ["dafl", "dfad", "zskt", "dfq", "noise"]
+GENERATOR_METHODS = ["dafl", "dfad", "zskt", "dfq"]
+ADVERSARIAL = ["dfad", "zskt", "dfq"]
+C, SHAPE, BATCH = 4, (1, 8, 8), 8
+
+
+def make_teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    teacher = build_model("cnn_s", C, SHAPE[0])
+    teacher.train()
+    with torch.no_grad():  # non-trivial BN running statistics for DFQ's BN loss
+        for _ in range(3):
+            teacher(torch.randn(16, *SHAPE) * 2 + 0.5)
+    return teacher.eval().requires_grad_(False)
+
+
+def make_ctx(student_is_teacher_copy: bool = False) -> MethodContext:
+    teacher = make_teacher()
+    if student_is_teacher_copy:
+        student = copy.deepcopy(teacher).requires_grad_(True)
+    else:
+        torch.manual_seed(1)
+        student = build_model("cnn_s", C, SHAPE[0])
+    student.eval()  # as the harness leaves it for synthesis
+    return MethodContext(teacher=teacher, student=student, num_classes=C, image_shape=SHAPE,
+                         normalizer=Normalizer((0.35,), (0.3,)), device=torch.device("cpu"),
+                         run=RunConfig(batch_size=BATCH, device="cpu"))
+
+
+def make_method(name: str, ctx: MethodContext, **changes):
+    cls = METHODS.get(name)
+    return cls(dataclasses.replace(cls.config_cls(), **changes), ctx)
+
+
+def generator_params(method) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in method.gen.net.parameters()]
+
+
+def changed(before: list[torch.Tensor], method) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, method.gen.net.parameters()))
+
+
+@pytest.mark.parametrize("name", ONLINE_METHODS)
+def test_batch_shape_range_device(name):
+    ctx = make_ctx()
+    method = make_method(name, ctx)
+    assert method.mode == ONLINE
+    batch, logs = method.synthesize(0)
+    x = batch.images
+    assert x.shape == (BATCH, *SHAPE) and x.dtype == torch.float32 and x.device == ctx.device
+    assert not x.requires_grad
+    lo, hi = ctx.normalizer(torch.zeros(1, 1, 1, 1)), ctx.normalizer(torch.ones(1, 1, 1, 1))
+    assert x.min() >= lo.min() - 1e-5 and x.max() <= hi.max() + 1e-5
+    assert all(isinstance(v, float) and math.isfinite(v) for v in logs.values())
+    second, _ = method.synthesize(0)
+    assert not torch.equal(second.images, x)  # a fresh batch on every call
+    if name != "noise":
+        assert set(method.cost_modules()) == {"generator"}
+
+
+@pytest.mark.parametrize("name", GENERATOR_METHODS)
+def test_generator_step_descends_its_loss_and_leaves_the_student_alone(name):
+    ctx = make_ctx()
+    method = make_method(name, ctx)
+    student_before = copy.deepcopy(ctx.student.state_dict())
+    params = generator_params(method)
+    method.synthesize(0)  # the first call takes a generator step
+    assert changed(params, method)
+    grads = [p.grad for p in method.gen.net.parameters()]
+    assert sum(g.abs().sum() for g in grads) > 0
+    # The step went downhill on the generator's loss: a negative inner product with its gradient.
+    assert sum(((p - p0) * g).sum() for p, p0, g in zip(method.gen.net.parameters(), params, grads)) < 0
+    assert all(p.grad is None and p.requires_grad for p in ctx.student.parameters())
+    after = ctx.student.state_dict()
+    assert all(torch.equal(student_before[k], after[k]) for k in after)
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_term_is_live_against_a_different_student(name):
+    ctx = make_ctx()
+    # The adversarial term alone, and a small step so that its first-order effect shows.
+    only_adv = {"bn": 0.0, "oh": 0.0, "balance": 0.0} if name == "dfq" else {}
+    method = make_method(name, ctx, lr_g=1e-4, **only_adv)
+    torch.manual_seed(5)
+    x = method.gen.sample(BATCH)
+    with frozen(ctx.student):
+        loss, terms = method.generator_loss(x)
+        loss.backward()
+    d0 = (terms["adv"] if name == "dfq" else terms["discrepancy"]).item()
+    assert d0 > 1e-4
+    assert sum(p.grad.abs().sum() for p in method.gen.net.parameters()) > 0
+    method.gen.optimizer.step()  # one step: the discrepancy on the same latents goes up
+    torch.manual_seed(5)
+    _, terms = method.generator_loss(method.gen.sample(BATCH))
+    assert (terms["adv"] if name == "dfq" else terms["discrepancy"]).item() > d0
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_discrepancy_is_zero_when_student_is_teacher(name):
+    # What the reference defect computed: with the teacher in the student's place the
+    # adversarial term and its gradient vanish. Ours is only zero in that case.
+    ctx = make_ctx(student_is_teacher_copy=True)
+    method = make_method(name, ctx)
+    x = torch.randn(BATCH, *SHAPE)
+    t = ctx.teacher(x)
+    assert method.discrepancy(ctx.student(x), t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dfad_student_loss_is_l1_and_zero_for_identical_models():
+    ctx = make_ctx(student_is_teacher_copy=True)
+    method = make_method("dfad", ctx)
+    batch, _ = method.synthesize(0)
+    assert method.distill_loss(batch)["loss"].item() == 0.0
+    s, t = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 1.0]])
+    assert method.discrepancy(s, t).item() == pytest.approx(2.0)  # (1 + 3) / 2
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_dfq_generator_steps_exactly_every_kth_call(k):
+    method = make_method("dfq", make_ctx(), g_every=k)
+    pattern = []
+    for _ in range(7):
+        params = generator_params(method)
+        method.synthesize(0)
+        pattern.append(changed(params, method))
+    assert pattern == [i % k == 0 for i in range(7)]
+    assert method.gen.calls == 7
+
+
+@pytest.mark.parametrize("name", GENERATOR_METHODS)
+def test_state_dict_round_trip(name):
+    a = make_method(name, make_ctx(), g_every=2)
+    for _ in range(3):
+        a.synthesize(0)
+    state = a.state_dict()
+    torch.manual_seed(9)
+    b = make_method(name, make_ctx(), g_every=2)
+    b.load_state_dict(state)
+    a.synthesize(0)  # the saved state is a snapshot, not a view of the live tensors
+    assert not all(torch.equal(v, state["generator"][k]) for k, v in a.gen.net.state_dict().items())
+    a.load_state_dict(state)
+    for k, v in b.gen.net.state_dict().items():
+        assert torch.equal(v, state["generator"][k]) and torch.equal(v, a.gen.net.state_dict()[k])
+    assert a.gen.calls == b.gen.calls == 3
+    for _ in range(2):  # the next generator step and batches match exactly
+        torch.manual_seed(11)
+        xa, la = a.synthesize(1)
+        torch.manual_seed(11)
+        xb, lb = b.synthesize(1)
+        assert torch.equal(xa.images, xb.images) and la == lb
+
+
+def test_information_entropy_of_a_balanced_batch_is_minus_log_c():
+    assert information_entropy_loss(torch.zeros(5, 7)).item() == pytest.approx(-math.log(7))
+    confident = torch.eye(4) * 50  # each sample sure of a different class: batch mean uniform
+    assert information_entropy_loss(confident).item() == pytest.approx(-math.log(4), abs=1e-6)
+    one_class = torch.tensor([[50.0, 0, 0, 0]] * 4)
+    assert information_entropy_loss(one_class).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_of_identical_logits_is_zero():
+    logits = torch.randn(6, 5)
+    for T in (1.0, 20.0):  # kd_loss carries a factor T^2
+        assert kd_loss(logits, logits.clone(), T).item() == pytest.approx(0.0, abs=1e-6 * T * T)
+
+
+def test_frozen_restores_only_the_flags_it_changed():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[1].weight.requires_grad_(False)
+    with frozen(model):
+        assert not any(p.requires_grad for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [True, True, False, True]
+
+
+def test_noise_batches_are_clamped_gaussian():
+    ctx = make_ctx()
+    method = make_method("noise", ctx)
+    torch.manual_seed(0)
+    x = method.synthesize(0)[0].images
+    torch.manual_seed(0)
+    raw = torch.randn(BATCH, *SHAPE)
+    assert torch.equal(x, ctx.normalizer.clamp(raw))
+
+
+def _spec(out, epochs: int) -> harness.RunSpec:
+    cls = METHODS.get("dfq")
+    run = RunConfig(epochs=epochs, batch_size=8, kd_steps=3, device="cpu")
+    # g_every 2 with 3 steps an epoch: generator steps straddle the epoch boundaries.
+    return harness.RunSpec(method="dfq", dataset="tiny", pair="cnn_s-cnn_s", seed=0, run=run,
+                           method_config=cls.config_cls(g_every=2), out=out)
+
+
+def test_online_resume_after_interrupt_matches_uninterrupted(tiny_zoo, tmp_path):
+    full = harness.run(_spec(tmp_path / "full", 3), announce=lambda m: None)
+
+    def interrupt_after_epoch_0(event, info):
+        if event == "epoch" and info["epoch"] == 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(_spec(out, 3), progress=interrupt_after_epoch_0, announce=lambda m: None)
+    resumed = harness.run(_spec(out, 3), announce=lambda m: None)
+    assert resumed["status"] == "completed" and resumed["final_top1"] == full["final_top1"]
+    assert resumed["generator_forward_images"] == full["generator_forward_images"] > 0
+    a = store.RunDir(tmp_path / "full", full["name"]).load_checkpoint()
+    b = store.RunDir(out, resumed["name"]).load_checkpoint()
+    assert a["method"]["calls"] == b["method"]["calls"] == 9
+    assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
+    ga, gb = a["method"]["generator"], b["method"]["generator"]
+    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    metrics = [json.loads(line) for line in (out / full["name"] / store.METRICS).read_text().splitlines()]
+    assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [0, 1, 2]
