@@ -174,8 +174,6 @@ def _group_by_setting(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def cmd_list(args) -> int:
-    from .models import build_model, count_parameters
-
     table = Table(title="methods")
     for col in ("method", "mode", "presets", "summary"):
         table.add_column(col)
@@ -187,9 +185,7 @@ def cmd_list(args) -> int:
     for col in ("pair", "teacher params", "student params", "note"):
         pairs.add_column(col)
     for name, pair in PAIRS.items():
-        in_ch = 1 if pair.teacher.startswith("cnn_") else 3
-        counts = [f"{count_parameters(build_model(a, 10, in_ch)):,}" for a in (pair.teacher, pair.student)]
-        pairs.add_row(name, *counts, pair.note)
+        pairs.add_row(name, *(f"{n:,}" for n in pair.parameter_counts()), pair.note)
     console.print(pairs)
     data = Table(title="data sets")
     data.add_column("data set")

@@ -169,7 +169,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
         torch.set_num_threads(spec.run.num_threads)
 
     cls: type[Method] = METHODS.get(spec.method)
-    data = load_dataset(spec.dataset, spec.data_root, spec.download).to(device)
+    data = load_dataset(spec.dataset, spec.data_root, spec.download, cache=spec.cache).to(device)
     teacher, teacher_meta = get_or_train_teacher(data, resolved["teacher"], device, spec.cache,
                                                  spec.train_missing_teacher, announce)
     seed_everything(spec.seed)
