@@ -50,6 +50,8 @@ class SSDKDConfig(FastConfig):
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
     task_target: str = "teacher"  # L_Task's labels: the teacher's prediction (Sec. 3.1) or "random"
+    phi_normalise: bool = False  # divide phi by its batch mean: reweight samples without shrinking
+    # the task term (not in the paper; off by default; see the note on issue 5's digits runs)
 
 
 _ABLATIONS = {
@@ -95,7 +97,10 @@ class SSDKD(Fast):
 
     def task_loss(self, x_aug, t_out, targets):
         labels = t_out.argmax(1) if self.cfg.task_target == "teacher" else targets
-        return (self.phi(t_out) * F.cross_entropy(t_out, labels, reduction="none")).mean()
+        phi = self.phi(t_out)
+        if self.cfg.phi_normalise:
+            phi = phi / phi.mean().clamp_min(1e-12)
+        return (phi * F.cross_entropy(t_out, labels, reduction="none")).mean()
 
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         batch, logs = super().synthesize(epoch)
