@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import RunConfig
 from .data import Normalizer
-from .inversion import kd_loss
+from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
 from .registry import METHODS
 
@@ -109,6 +109,34 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+class OnlineGeneratorMethod(Method):
+    """An online method whose generator (an ``OnlineGenerator`` built from the config's
+    ``nz``, ``lr_g`` and ``g_every``) steps before the student; subclasses define
+    ``generator_loss(x) -> (loss, {name: tensor})`` on normalised generator images."""
+
+    mode: ClassVar[str] = ONLINE
+
+    def __init__(self, cfg: Any, ctx: MethodContext):
+        super().__init__(cfg, ctx)
+        self.gen = OnlineGenerator(ctx, cfg.nz, cfg.lr_g, cfg.g_every)
+
+    def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement generator_loss()")
+
+    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
+        return Batch(images), logs
+
+    def cost_modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.gen.net}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.gen.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.load_state_dict(state)
 
 
 def register_method(cls: type[Method]) -> type[Method]:

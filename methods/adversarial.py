@@ -18,18 +18,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import OnlineGenerator, kd_loss
-from dfkd_bench.method import ONLINE, Batch, Method, register_method
+from dfkd_bench.inversion import kd_loss
+from dfkd_bench.method import Batch, OnlineGeneratorMethod, register_method
 
 
-class AdversarialGame(Method):
+class AdversarialGame(OnlineGeneratorMethod):
     """The shared game; subclasses define ``discrepancy(student_logits, teacher_logits)``."""
-
-    mode = ONLINE
-
-    def __init__(self, cfg, ctx):
-        super().__init__(cfg, ctx)
-        self.gen = OnlineGenerator(ctx, cfg.nz, cfg.lr_g, cfg.g_every)
 
     def discrepancy(self, s_out: torch.Tensor, t_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -37,19 +31,6 @@ class AdversarialGame(Method):
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = self.discrepancy(self.ctx.student(x), self.ctx.teacher(x))
         return -d, {"discrepancy": d.detach()}
-
-    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
-        images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
-        return Batch(images), logs
-
-    def cost_modules(self):
-        return {"generator": self.gen.net}
-
-    def state_dict(self):
-        return self.gen.state_dict()
-
-    def load_state_dict(self, state):
-        self.gen.load_state_dict(state)
 
 
 @dataclass

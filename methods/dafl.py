@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import OnlineGenerator, information_entropy_loss
-from dfkd_bench.method import ONLINE, Batch, Method, register_method
+from dfkd_bench.inversion import information_entropy_loss
+from dfkd_bench.method import OnlineGeneratorMethod, register_method
 
 
 @dataclass
@@ -33,9 +33,8 @@ class DAFLConfig:
 
 
 @register_method
-class DAFL(Method):
+class DAFL(OnlineGeneratorMethod):
     name = "dafl"
-    mode = ONLINE
     config_cls = DAFLConfig
     presets = {
         # Reference CIFAR-10 settings (REFERENCE.md), the same for every pair the
@@ -50,10 +49,6 @@ class DAFL(Method):
         "cpu": {"epochs": 10, "kd_steps": 32, "batch_size": 128},
     }
 
-    def __init__(self, cfg: DAFLConfig, ctx):
-        super().__init__(cfg, ctx)
-        self.gen = OnlineGenerator(ctx, cfg.nz, cfg.lr_g, cfg.g_every)
-
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         t_out, t_feat = self.ctx.teacher(x, return_features=True)
@@ -62,16 +57,3 @@ class DAFL(Method):
         loss_ie = information_entropy_loss(t_out)
         loss = cfg.oh * loss_oh + cfg.act * loss_act + cfg.balance * loss_ie
         return loss, {"oh": loss_oh.detach(), "act": loss_act.detach(), "ie": loss_ie.detach()}
-
-    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
-        images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
-        return Batch(images), logs
-
-    def cost_modules(self):
-        return {"generator": self.gen.net}
-
-    def state_dict(self):
-        return self.gen.state_dict()
-
-    def load_state_dict(self, state):
-        self.gen.load_state_dict(state)
