@@ -249,7 +249,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
     summary("running", epochs_done=start_epoch)
     emit("start", {"name": rundir.path.name, "epochs": cfg.epochs, "start_epoch": start_epoch})
 
-    def student_step(batch: Batch) -> dict[str, float]:
+    def student_step(batch: Batch) -> dict[str, torch.Tensor]:
         with autocast():
             losses = method.distill_loss(batch)
         loss = losses["loss"]
@@ -260,7 +260,9 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
         optimizer.step()
         scheduler.step()
         method.after_distill_step(batch, losses)
-        return {k: v.item() for k, v in losses.items()}
+        # Detached tensors, summed on the device: one host sync a step (the finiteness
+        # check), not one per logged loss term.
+        return {k: v.detach() for k, v in losses.items()}
 
     epoch = start_epoch
     try:
@@ -294,7 +296,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                             batch = Batch(augment(normalizer.from_uint8(images)), labels)
                         for k, v in student_step(batch).items():
                             sums[k] = sums.get(k, 0.0) + v
-                record.update({k: v / steps for k, v in sums.items()})
+                record.update({k: float(v) / steps for k, v in sums.items()})
                 record["lr"] = scheduler.get_last_lr()[0]
             last = epoch == cfg.epochs - 1
             if last or (epoch + 1) % max(1, cfg.eval_every) == 0:

@@ -101,7 +101,10 @@ class PriorityReplay(SamplePool):
     def sample(self, batch_size: int, generator: torch.Generator | None = None, beta: float = 0.4):
         if not len(self):
             raise RuntimeError("sampling from an empty replay buffer")
-        idx = torch.multinomial(self.probabilities().cpu(), batch_size, replacement=True, generator=generator)
+        probs = self.probabilities()
+        # Draw where the priorities live; only an explicit (CPU) generator needs a copy.
+        idx = torch.multinomial(probs if generator is None else probs.cpu(), batch_size, replacement=True,
+                                generator=generator)
         idx = idx.to(self.images.device)
         meta = {"index": idx, "is_weight": self.importance_weights(idx, beta)}
         return self.images[idx], None if self.labels is None else self.labels[idx], meta
