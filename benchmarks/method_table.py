@@ -4,75 +4,133 @@ regenerates it.
 
     python benchmarks/method_table.py --dataset digits --out-md reports/digits-baseline.md
     python benchmarks/method_table.py --dataset cifar10 --data-root ../shared/data/cifar10-jpg \
-        --pair resnet20-resnet8 --preset cpu --out-md reports/cpu-baseline.md
+        --pair resnet20-resnet8 --preset cpu --published resnet34-resnet18 \
+        --methods noise,deepinv,fast:fast2-cpu,ssdkd:cpu+is_norm=mean --out-md reports/cpu-baseline.md
+
+An entry is ``method[:preset][+key=value...]``; the ``+`` settings apply to that entry
+only and show in its row.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 
-from dfkd_bench import harness, store
+from dfkd_bench import harness, published, store
 from dfkd_bench.cli import build_specs, make_parser
+from dfkd_bench.errors import UserError
 from dfkd_bench.registry import METHODS, discover_methods
 
 
-def method_args(name: str, preset: str | None) -> tuple[str, list[str]]:
-    """``name`` may carry its own preset as ``method:preset``; otherwise the common
-    ``--preset`` is used where the method has it."""
-    method, _, own = name.partition(":")
+def parse_entry(entry: str, preset: str | None) -> tuple[str, list[str], list[str]]:
+    """``method[:preset][+key=value...]`` -> (method, preset arguments, --set items).
+    Without its own preset an entry takes the common ``--preset`` where the method has it."""
+    head, *sets = entry.split("+")
+    method, _, own = head.partition(":")
     chosen = own or (preset if preset and preset in METHODS.get(method).presets else None)
-    return method, (["--preset", chosen] if chosen else [])
+    for item in sets:
+        if "=" not in item:
+            raise UserError(f"entry {entry!r}: {item!r} is not key=value; accepted: method[:preset][+key=value...]")
+    return method, (["--preset", chosen] if chosen else []), sets
+
+
+def row_label(summary: dict, sets: list[str]) -> str:
+    return summary["label"] + (f" ({', '.join(sets)})" if sets else "")
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| run | seed | epochs | samples/epoch | top-1 % | best % | synth s/epoch | distill s/epoch | "
+             "eval s/epoch | train s | training FLOPs | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["final_top1"] is None, -(r["final_top1"] or 0))):
+        e = max(1, r["epochs_done"])
+        fmt = (lambda v: "-" if v is None else format(v, ".2f"))
+        lines.append(f"| {r['row']} | {r['seed']} | {r['epochs_done']} | {r['samples_per_epoch']} | "
+                     f"{fmt(r['final_top1'])} | {fmt(r.get('best_top1'))} | "
+                     f"{r['seconds']['synthesis'] / e:.2f} | {r['seconds']['distillation'] / e:.2f} | "
+                     f"{r['seconds']['evaluation'] / e:.2f} | {r['train_seconds']:.0f} | "
+                     f"{r['training_flops']:.3g} | {r['status']} |")
+    return lines
+
+
+def ranking(rows: list[dict], pair: str) -> list[str]:
+    """This table's order of the methods the literature lists, beside the published
+    CIFAR-10 column for ``pair``; mean top-1 over seeds where several ran."""
+    ours: dict[str, list[float]] = {}
+    for r in rows:
+        key = published.published_key(r["method"], r["preset"], overridden=bool(r["sets"]))
+        if key and r["final_top1"] is not None:
+            ours.setdefault(key, []).append(r["final_top1"])
+    mean = {k: sum(v) / len(v) for k, v in ours.items()}
+    pub = published.cifar10(pair)
+    tau, n = published.kendall_tau(mean, pub)
+    order = sorted(mean, key=lambda k: -mean[k])
+    pub_rank = {k: i + 1 for i, k in enumerate(sorted((k for k in pub if k in mean), key=lambda k: -pub[k]))}
+    lines = [f"## Ranking against the published CIFAR-10 table ({pair})", "",
+             "| method | here top-1 % | rank here | published top-1 % | published rank |", "|---|---|---|---|---|"]
+    for i, k in enumerate(order):
+        lines.append(f"| {k} | {mean[k]:.2f} | {i + 1} | {pub.get(k, '-')} | {pub_rank.get(k, '-')} |")
+    lines += ["", f"Kendall tau over the {n} methods in both: {tau:.2f}" if n >= 2 else
+              "Fewer than two methods in both tables: no rank correlation."]
+    return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default=None, help="comma-separated, each optionally method:preset (default: all)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated entries method[:preset][+key=value...] (default: all methods)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--pair", default=None)
     p.add_argument("--preset", default=None, help="preset applied to each method that has it")
     p.add_argument("--seeds", default="0")
     p.add_argument("--data-root", default=None)
     p.add_argument("--results", default="results/benchmarks")
-    p.add_argument("--out-md", default=None)
+    p.add_argument("--out-md", default=None, help="markdown table; a .json with every row's summary goes beside it")
+    p.add_argument("--published", default=None, metavar="PAIR",
+                   help=f"add the ranking against this published CIFAR-10 column ({', '.join(published.PAIRS)})")
     p.add_argument("--set", action="append", default=[])
     args = p.parse_args(argv)
     discover_methods()
-    names = args.methods.split(",") if args.methods else METHODS.names()
+    try:
+        if args.published:
+            published.cifar10(args.published)
+        entries = [parse_entry(e, args.preset) for e in (args.methods.split(",") if args.methods else METHODS.names())]
+        plans = []
+        for method, preset_args, sets in entries:
+            cmd = ["run", "--methods", method, *preset_args, "--dataset", args.dataset, "--seeds", args.seeds,
+                   "--out", args.results]
+            cmd += (["--pair", args.pair] if args.pair else []) + (["--data-root", args.data_root] if args.data_root else [])
+            for item in [*args.set, *sets]:
+                cmd += ["--set", item]
+            plans += [(spec, sets) for spec in build_specs(make_parser().parse_args(cmd))]
+    except (UserError, ValueError) as exc:
+        print(f"method_table: {exc}", file=sys.stderr)
+        return 2
     rows = []
-    for name in names:
-        method, preset_args = method_args(name, args.preset)
-        cmd = ["run", "--methods", method, *preset_args, "--dataset", args.dataset, "--seeds", args.seeds,
-               "--out", args.results]
-        cmd += (["--pair", args.pair] if args.pair else []) + (["--data-root", args.data_root] if args.data_root else [])
-        for item in args.set:
-            cmd += ["--set", item]
-        for spec in build_specs(make_parser().parse_args(cmd)):
-            summary = harness.run(spec, announce=print)
-            print(f"{summary['label']} seed {summary['seed']}: {summary['status']}, top-1 {summary['final_top1']}, "
-                  f"train {summary['train_seconds']:.0f} s", flush=True)
-            rows.append(summary)
-    lines = ["| method | seed | epochs | top-1 % | synth s/epoch | distill s/epoch | eval s/epoch | train s | "
-             "training FLOPs | status |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in sorted(rows, key=lambda r: (r["final_top1"] is None, -(r["final_top1"] or 0))):
-        e = max(1, s["epochs_done"])
-        lines.append(f"| {s['label']} | {s['seed']} | {s['epochs_done']} | "
-                     f"{'-' if s['final_top1'] is None else format(s['final_top1'], '.2f')} | "
-                     f"{s['seconds']['synthesis'] / e:.2f} | {s['seconds']['distillation'] / e:.2f} | "
-                     f"{s['seconds']['evaluation'] / e:.2f} | {s['train_seconds']:.0f} | "
-                     f"{s['training_flops']:.3g} | {s['status']} |")
-    teacher = rows[0] if rows else None
-    header = [f"# {args.dataset}, {teacher['pair'] if teacher else args.pair}",
-              "", f"Teacher top-1: {teacher['teacher_top1']:.2f}%" if teacher else "",
-              "", "Regenerate with:", "", "```",
+    for spec, sets in plans:
+        summary = harness.run(spec, announce=print)
+        row = {**summary, "row": row_label(summary, sets), "sets": sets,
+               "samples_per_epoch": summary["steps_per_epoch"] * spec.run.batch_size}
+        print(f"{row['row']} seed {row['seed']}: {row['status']}, top-1 {row['final_top1']}, "
+              f"train {row['train_seconds']:.0f} s", flush=True)
+        rows.append(row)
+    first = rows[0] if rows else None
+    header = [f"# {args.dataset}, {first['pair'] if first else args.pair}",
+              "", f"Teacher top-1: {first['teacher_top1']:.2f}%" if first else "",
+              "", "Regenerate with (completed runs under --results are read back, not rerun):", "", "```",
               "python benchmarks/method_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])), "```", ""]
-    text = "\n".join(header + lines) + "\n"
+    lines = header + table(rows)
+    if args.published:
+        lines += [""] + ranking(rows, args.published)
+    text = "\n".join(lines) + "\n"
     print(text)
     if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        store.atomic_write_bytes(Path(args.out_md), text.encode())
-    return 0
+        out = Path(args.out_md)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        store.atomic_write_bytes(out, text.encode())
+        store.atomic_write_bytes(out.with_suffix(".json"), json.dumps(rows, indent=1, sort_keys=True).encode())
+    return 1 if any(r["status"] != "completed" for r in rows) else 0
 
 
 if __name__ == "__main__":

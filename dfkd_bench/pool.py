@@ -92,13 +92,27 @@ class PriorityReplay(SamplePool):
         scaled = (self.priorities.abs() + self.eps) ** self.alpha
         return scaled / scaled.sum()
 
-    def importance_weights(self, idx: torch.Tensor, beta: float) -> torch.Tensor:
+    IS_NORMS = ("buffer", "batch", "mean")
+
+    def importance_weights(self, idx: torch.Tensor, beta: float, norm: str = "buffer") -> torch.Tensor:
+        """Eq. 5 for the items ``idx``. ``norm`` says what the weights are divided by:
+        ``buffer``, the largest weight any item in the buffer could get (Schaul et al.'s
+        1/max_i w_i, as REFERENCE.md reads Eq. 5); ``batch``, the largest weight in this
+        batch; ``mean``, the batch mean (relative weights only, the KD gradient keeps its
+        scale)."""
         p = self.probabilities()
         n = p.shape[0]
-        max_w = (n * p.min()) ** (-beta)
-        return (n * p[idx]) ** (-beta) / max_w
+        w = (n * p[idx]) ** (-beta)
+        if norm == "buffer":
+            return w / (n * p.min()) ** (-beta)
+        if norm == "batch":
+            return w / w.max()
+        if norm == "mean":
+            return w / w.mean()
+        raise ValueError(f"importance-weight normalisation {norm!r}; accepted: {', '.join(self.IS_NORMS)}")
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None, beta: float = 0.4):
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, beta: float = 0.4,
+               is_norm: str = "buffer"):
         if not len(self):
             raise RuntimeError("sampling from an empty replay buffer")
         probs = self.probabilities()
@@ -106,7 +120,7 @@ class PriorityReplay(SamplePool):
         idx = torch.multinomial(probs if generator is None else probs.cpu(), batch_size, replacement=True,
                                 generator=generator)
         idx = idx.to(self.images.device)
-        meta = {"index": idx, "is_weight": self.importance_weights(idx, beta)}
+        meta = {"index": idx, "is_weight": self.importance_weights(idx, beta, is_norm)}
         return self.images[idx], None if self.labels is None else self.labels[idx], meta
 
     def update_priorities(self, idx: torch.Tensor, priorities: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.errors import UserError
 from dfkd_bench.inversion import kd_loss
 from dfkd_bench.method import Batch, register_method
 from dfkd_bench.pool import PriorityReplay
@@ -50,6 +51,8 @@ class SSDKDConfig(FastConfig):
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
     task_target: str = "teacher"  # L_Task's labels: the teacher's prediction (Sec. 3.1) or "random"
+    is_norm: str = "buffer"  # IS weights divided by the buffer-wide max weight (Eq. 5 as in
+    # prioritised replay); "batch": by the batch max; "mean": by the batch mean (see issue 5's note)
     phi_normalise: bool = False  # divide phi by its batch mean: reweight samples without shrinking
     # the task term (not in the paper; off by default; see the note on issue 5's digits runs)
 
@@ -81,6 +84,8 @@ class SSDKD(Fast):
 
     def __init__(self, cfg: SSDKDConfig, ctx):
         super().__init__(cfg, ctx)
+        if cfg.is_norm not in PriorityReplay.IS_NORMS:
+            raise UserError(f"ssdkd: is_norm={cfg.is_norm!r}; accepted: {', '.join(PriorityReplay.IS_NORMS)}")
         self.buffer: PriorityReplay | None = None
 
     # --- inversion: phi(x) * L_Task ------------------------------------------------
@@ -122,7 +127,7 @@ class SSDKD(Fast):
         if not self.cfg.priority_sampling:
             return {"beta": 0.0}
         progress = epoch / max(1, self.ctx.run.epochs - 1)
-        return {"beta": self.cfg.beta + (1.0 - self.cfg.beta) * progress}
+        return {"beta": self.cfg.beta + (1.0 - self.cfg.beta) * progress, "is_norm": self.cfg.is_norm}
 
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():

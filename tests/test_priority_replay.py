@@ -61,6 +61,23 @@ def test_importance_weights_follow_eq5_normalised_by_max():
     assert torch.equal(buf.importance_weights(idx, 0.0), torch.ones(5))  # beta 0: no correction
 
 
+def test_importance_weight_normalisations_batch_and_mean():
+    buf = filled([0.5, 1.0, 2.0, 8.0], alpha=0.6, eps=1e-6)
+    p = buf.probabilities()
+    beta = 0.7
+    idx = torch.tensor([1, 2, 3, 3])  # item 0 (the buffer-wide max weight) not drawn
+    raw = torch.tensor([(4 * float(p[i])) ** (-beta) for i in idx.tolist()])
+    assert torch.allclose(buf.importance_weights(idx, beta, "batch"), raw / raw.max(), atol=1e-6)
+    assert torch.allclose(buf.importance_weights(idx, beta, "mean"), raw / raw.mean(), atol=1e-6)
+    # by the batch max the largest weight is exactly 1; by the buffer max it is below 1 here
+    assert math.isclose(float(buf.importance_weights(idx, beta, "batch").max()), 1.0, rel_tol=1e-6)
+    assert float(buf.importance_weights(idx, beta, "buffer").max()) < 0.99
+    _, _, meta = buf.sample(6, beta=beta, is_norm="mean")
+    assert math.isclose(float(meta["is_weight"].mean()), 1.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="accepted: buffer, batch, mean"):
+        buf.importance_weights(idx, beta, "median")
+
+
 def test_buffer_keeps_constant_size_and_evicts_oldest():
     buf = PriorityReplay(capacity=6)
     for start in range(0, 20, 4):

@@ -117,3 +117,14 @@ def test_distill_loss_is_is_weighted_and_priorities_refresh():
     # duplicates in the index: the last write of each index wins
     last = {int(i): float(p) for i, p in zip(meta["index"], expected_prio)}
     assert torch.allclose(refreshed, torch.tensor([last[int(i)] for i in meta["index"]]), atol=1e-6)
+
+
+def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
+    from dfkd_bench.errors import UserError
+    method = make(is_norm="mean")
+    fill(method, [0, 1, 2, 3])
+    method.buffer.update_priorities(torch.arange(4), torch.tensor([0.1, 1.0, 10.0, 100.0]))
+    _, _, meta = method.buffer.sample(16, **method.sample_options(epoch=4))
+    assert meta["is_weight"].mean().item() == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(UserError, match="is_norm='max'; accepted: buffer, batch, mean"):
+        make(is_norm="max")
