@@ -116,6 +116,32 @@ def adversarial_kl_agree(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return -(kl * agree).mean()
 
 
+class KeepBest:
+    """The lowest-loss step of an inner loop: its loss terms and tensors, kept on the
+    device with ``torch.where`` so the loop never waits for the host (a ``.item()`` per
+    step is a CUDA sync per step). Strictly lower replaces, so ties keep the first."""
+
+    def __init__(self):
+        self.terms: dict[str, torch.Tensor] | None = None
+        self.tensors: tuple[torch.Tensor, ...] = ()
+
+    def update(self, terms: dict[str, torch.Tensor], *tensors: torch.Tensor) -> None:
+        terms = {k: v.detach() for k, v in terms.items()}
+        tensors = tuple(t.detach() for t in tensors)
+        if self.terms is None:
+            self.terms, self.tensors = {k: v.clone() for k, v in terms.items()}, tuple(t.clone() for t in tensors)
+            return
+        better = terms["loss"] < self.terms["loss"]
+        self.terms = {k: torch.where(better, v, self.terms[k]) for k, v in terms.items()}
+        self.tensors = tuple(torch.where(better, t, old) for t, old in zip(tensors, self.tensors))
+
+    def logs(self) -> dict[str, float]:
+        """One host transfer for all terms, at the end of the loop."""
+        names = list(self.terms)
+        values = torch.stack([self.terms[k].float() for k in names]).tolist()
+        return dict(zip(names, values))
+
+
 def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
     """The shared generator sized for the run's images, on the run's device."""
     from .models.generator import Generator

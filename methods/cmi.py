@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfkd_bench.errors import UserError
-from dfkd_bench.inversion import (BNStatsHook, adversarial_kl_agree, bn_loss, generator_for, info_nce,
+from dfkd_bench.inversion import (BNStatsHook, KeepBest, adversarial_kl_agree, bn_loss, generator_for, info_nce,
                                   js_divergence, random_resized_crop, random_targets)
 from dfkd_bench.method import Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_layers
@@ -99,7 +99,7 @@ class CMI(Method):
         targets = random_targets(cfg.synth_batch, ctx.num_classes, ctx.device)
         optimizer = torch.optim.Adam([*self.generator.parameters(), z], lr=cfg.lr_g, betas=(0.5, 0.999))
         use_adv = cfg.adv > 0 and epoch >= ctx.run.warmup_epochs
-        best_loss, best_x, best_f, best_terms = float("inf"), None, None, {}
+        best = KeepBest()
         for _ in range(cfg.steps):
             x = ctx.normalizer(self.generator(z))
             terms, global_f = self.inner_loss(x, targets, use_adv)
@@ -108,11 +108,10 @@ class CMI(Method):
             terms["loss"].backward()
             optimizer.step()
             self.head_optimizer.step()
-            if best_x is None or terms["loss"].item() < best_loss:
-                best_loss, best_x, best_f = terms["loss"].item(), x.detach(), global_f.detach()
-                best_terms = {k: v.item() for k, v in terms.items()}
+            best.update(terms, x, global_f)
+        best_x, best_f = best.tensors
         self.add_to_bank(best_f)
-        return Batch(best_x, targets), best_terms
+        return Batch(best_x, targets), best.logs()
 
     def inner_loss(self, x: torch.Tensor, targets: torch.Tensor, use_adv: bool):
         """Loss terms of one step on normalised images ``x`` and the instance features

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import bn_hooks, bn_loss, js_divergence, random_targets, roll_flip
+from dfkd_bench.inversion import KeepBest, bn_hooks, bn_loss, js_divergence, random_targets, roll_flip
 from dfkd_bench.method import Batch, Method, register_method
 
 
@@ -57,7 +57,7 @@ class DeepInv(Method):
         x = torch.randn(cfg.synth_batch, *ctx.image_shape, device=ctx.device, requires_grad=True)
         targets = random_targets(cfg.synth_batch, ctx.num_classes, ctx.device)
         opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.99))
-        best_loss, best_x = float("inf"), x.detach().clone()
+        best = KeepBest()
         for _ in range(cfg.steps):
             x_jit = roll_flip(x, cfg.jitter)
             t_out = ctx.teacher(x_jit)
@@ -71,6 +71,5 @@ class DeepInv(Method):
             opt.step()
             with torch.no_grad():
                 x.copy_(ctx.normalizer.clamp(x))
-            if loss.item() < best_loss:
-                best_loss, best_x = loss.item(), x.detach().clone()
-        return Batch(best_x, targets), {"loss": best_loss, "bn": loss_bn.item(), "oh": loss_oh.item()}
+            best.update({"loss": loss, "bn": loss_bn, "oh": loss_oh}, x)
+        return Batch(best.tensors[0], targets), best.logs()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.errors import UserError
-from dfkd_bench.inversion import adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
+from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
 from dfkd_bench.method import Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_layers
 
@@ -103,7 +103,7 @@ class Fast(Method):
                                       {"params": [z], "lr": cfg.lr_z}], lr=cfg.lr_g, betas=(0.5, 0.999))
         use_adv = cfg.adv > 0 and epoch >= ctx.run.warmup_epochs
         self.meta_optimizer.zero_grad(set_to_none=True)
-        best_loss, best_x, best_terms = float("inf"), None, {}
+        best = KeepBest()
         for _ in range(cfg.steps):
             x = self.fast_generator(z)
             terms = self.inner_loss(x, targets, use_adv)
@@ -112,13 +112,11 @@ class Fast(Method):
             if cfg.meta == "maml":
                 self.accumulate_meta_grad()
             optimizer.step()
-            if best_x is None or terms["loss"].item() < best_loss:
-                best_loss, best_x = terms["loss"].item(), x.detach()
-                best_terms = {k: v.item() for k, v in terms.items()}
+            best.update(terms, x)
         self.meta_update()
         for h in self.hooks:
             h.update_average()
-        return Batch(ctx.normalizer(best_x), targets), best_terms
+        return Batch(ctx.normalizer(best.tensors[0]), targets), best.logs()
 
     def inner_loss(self, x: torch.Tensor, targets: torch.Tensor, use_adv: bool) -> dict[str, torch.Tensor]:
         """Loss terms of one inner step on generator images ``x`` in [0, 1]; ``loss`` is

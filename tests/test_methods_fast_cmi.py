@@ -9,7 +9,7 @@ import torch
 
 from dfkd_bench.config import RunConfig
 from dfkd_bench.data import Normalizer, random_crop_flip
-from dfkd_bench.inversion import info_nce, random_resized_crop
+from dfkd_bench.inversion import KeepBest, info_nce, random_resized_crop
 from dfkd_bench.method import MethodContext
 from dfkd_bench.models import build_model
 from dfkd_bench.methods.cmi import CMI, CMIConfig
@@ -193,3 +193,15 @@ def test_harness_resume_matches_uninterrupted(method, changes, tiny_zoo, tmp_pat
     b = store.RunDir(tmp_path / "cut", resumed["name"]).load_checkpoint()
     assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
     assert torch.equal(a["pool"]["images"], b["pool"]["images"])
+
+
+def test_keep_best_keeps_the_lowest_loss_step_on_device_first_on_ties():
+    best = KeepBest()
+    losses = [3.0, 1.0, 2.0, 1.0, 0.5, 4.0]
+    for i, loss in enumerate(losses):
+        x = torch.full((2, 3), float(i))
+        best.update({"loss": torch.tensor(loss), "bn": torch.tensor(10.0 + i)}, x, -x)
+        if i == 3:  # a tie with step 1 keeps step 1
+            assert torch.equal(best.tensors[0], torch.full((2, 3), 1.0))
+    assert best.logs() == {"loss": 0.5, "bn": 14.0}
+    assert torch.equal(best.tensors[0], torch.full((2, 3), 4.0)) and torch.equal(best.tensors[1], torch.full((2, 3), -4.0))
