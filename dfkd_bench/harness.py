@@ -221,10 +221,15 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
         set_rng_state(ckpt["rng"])
         start_epoch, best, final = ckpt["epoch"] + 1, ckpt["best"], ckpt["final"]
         history_started = ckpt["started"]
+    env = store.environment(device)
+    if ckpt is not None:
         rundir.truncate_metrics(ckpt["epoch"])
-        rundir.append_metrics({"event": "resume", "epoch": ckpt["epoch"], "time": _now()})
+        # environment.json keeps the machine the run started on; a resume on another
+        # machine, commit or thread count is recorded with the resume itself.
+        rundir.append_metrics({"event": "resume", "epoch": ckpt["epoch"], "time": _now(), "environment": env})
     rundir.write_json(store.CONFIG, resolved)
-    rundir.write_json(store.ENVIRONMENT, store.environment(device))
+    if ckpt is None or not (rundir.path / store.ENVIRONMENT).exists():
+        rundir.write_json(store.ENVIRONMENT, env)
 
     teacher_top1 = teacher_meta.get("top1")
     if teacher_top1 is None:

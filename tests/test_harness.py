@@ -79,6 +79,9 @@ def test_resume_after_interrupt_matches_uninterrupted(method, tiny_zoo, tmp_path
         harness.run(spec_for(method, out, epochs=4), progress=interrupt_after_epoch_1, announce=lambda m: None)
     cut = json.loads((out / full["name"] / store.SUMMARY).read_text())
     assert cut["status"] == "interrupted" and "resume" in cut["reason"]
+    env_path = out / full["name"] / store.ENVIRONMENT
+    first_env = json.loads(env_path.read_text())
+    env_path.write_text(json.dumps({**first_env, "hostname": "the-first-machine"}))
     events = []
     resumed = harness.run(spec_for(method, out, epochs=4), progress=lambda e, i: events.append((e, i)),
                           announce=lambda m: None)
@@ -88,8 +91,12 @@ def test_resume_after_interrupt_matches_uninterrupted(method, tiny_zoo, tmp_path
     assert resumed["student_forward_images"] == full["student_forward_images"]
     sa, sb = student_state(full, tmp_path / "full"), student_state(resumed, out)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    logged = [r["epoch"] for r in store.RunDir(out, full["name"]).read_metrics() if r["event"] == "epoch"]
-    assert logged == [0, 1, 2, 3]
+    records = store.RunDir(out, full["name"]).read_metrics()
+    assert [r["epoch"] for r in records if r["event"] == "epoch"] == [0, 1, 2, 3]
+    # the environment the run started in is kept; the resuming one is logged with the resume
+    assert json.loads(env_path.read_text())["hostname"] == "the-first-machine"
+    resume = [r for r in records if r["event"] == "resume"]
+    assert len(resume) == 1 and resume[0]["epoch"] == 1 and resume[0]["environment"]["hostname"] == first_env["hostname"]
 
 
 def test_completed_run_is_not_repeated_unless_forced(tiny_zoo, tmp_path):
