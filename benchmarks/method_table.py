@@ -89,12 +89,14 @@ def main(argv=None) -> int:
     p.add_argument("--out-md", default=None, help="markdown table; a .json with every row's summary goes beside it")
     p.add_argument("--published", default=None, metavar="PAIR",
                    help=f"add the ranking against this published CIFAR-10 column ({', '.join(published.PAIRS)})")
+    p.add_argument("--notes", default=None, help="a markdown file of findings appended below the tables")
     p.add_argument("--set", action="append", default=[])
     args = p.parse_args(argv)
     discover_methods()
     try:
         if args.published:
             published.cifar10(args.published)
+        notes = Path(args.notes).read_text() if args.notes else ""
         entries = [parse_entry(e, args.preset) for e in (args.methods.split(",") if args.methods else METHODS.names())]
         plans = []
         for method, preset_args, sets in entries:
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
             for item in [*args.set, *sets]:
                 cmd += ["--set", item]
             plans += [(spec, sets) for spec in build_specs(make_parser().parse_args(cmd))]
-    except (UserError, ValueError) as exc:
+    except (UserError, ValueError, OSError) as exc:
         print(f"method_table: {exc}", file=sys.stderr)
         return 2
     rows = []
@@ -123,6 +125,8 @@ def main(argv=None) -> int:
     lines = header + table(rows)
     if args.published:
         lines += [""] + ranking(rows, args.published)
+    if notes:
+        lines += ["", notes.rstrip()]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out_md:

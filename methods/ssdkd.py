@@ -45,7 +45,8 @@ class SSDKDConfig(FastConfig):
     lr_z: float = 0.015  # Fast2's latent lr
     gamma: float = 2.0  # difficulty exponent: the focal-loss default (Lin et al., 2017)
     alpha: float = 0.6  # priority exponent: prioritised replay's proportional variant (Schaul et al., 2016)
-    beta: float = 0.4  # initial IS exponent, annealed linearly to 1 over the run (Schaul et al., 2016)
+    beta: float = 0.4  # initial IS exponent, annealed linearly to beta_final over the run (Schaul et al., 2016)
+    beta_final: float = 1.0  # the paper anneals to 1 (full correction); 0 with beta 0: PS without IS weights
     eps: float = 1e-6  # keeps zero-priority samples reachable (Eq. 6); small against KL values
     priority_sampling: bool = True  # Table 4 "PS"; off: uniform sampling and unit weights
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
@@ -127,7 +128,8 @@ class SSDKD(Fast):
         if not self.cfg.priority_sampling:
             return {"beta": 0.0}
         progress = epoch / max(1, self.ctx.run.epochs - 1)
-        return {"beta": self.cfg.beta + (1.0 - self.cfg.beta) * progress, "is_norm": self.cfg.is_norm}
+        beta = self.cfg.beta + (self.cfg.beta_final - self.cfg.beta) * progress
+        return {"beta": beta, "is_norm": self.cfg.is_norm}
 
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():

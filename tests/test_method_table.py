@@ -40,7 +40,9 @@ def test_published_keys():
 def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
     out = tmp_path / "rep" / "table.md"
     argv = [*COMMON, "--methods", "deepinv+steps=2+synth_batch=8,dafl,deepinv+steps=3+synth_batch=8",
-            "--results", str(tmp_path / "r"), "--out-md", str(out), "--published", "resnet34-resnet18"]
+            "--results", str(tmp_path / "r"), "--out-md", str(out), "--published", "resnet34-resnet18",
+            "--notes", str(tmp_path / "notes.md")]
+    (tmp_path / "notes.md").write_text("## Findings\n\nHand-written.\n")
     assert method_table.main(argv) == 0
     md = out.read_text()
     assert "| deepinv (steps=2, synth_batch=8) | 0 | 2 | 16 |" in md  # 2 KD steps of 8 samples an epoch
@@ -53,6 +55,7 @@ def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
     # overridden entries stand for no published row, so only dafl is ranked
     assert "| dafl |" in md.split("## Ranking")[1]
     assert "Fewer than two methods in both tables" in md
+    assert md.endswith("## Findings\n\nHand-written.\n")
     # a second call reads the completed runs back instead of training again
     assert not any(r.get("skipped") for r in rows)
     assert method_table.main(argv) == 0
@@ -62,6 +65,7 @@ def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "deepinv+steps"], "'steps' is not key=value"),
     (["--methods", "dafl", "--published", "resnet8-resnet8"], "no published column 'resnet8-resnet8'"),
+    (["--methods", "dafl", "--notes", "/nonexistent/notes.md"], "/nonexistent/notes.md"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_zoo, capsys, extra, message):
     out = tmp_path / "table.md"

@@ -84,6 +84,9 @@ def test_beta_anneals_to_one():
     method = make(beta=0.4)
     assert method.sample_options(0)["beta"] == pytest.approx(0.4)
     assert method.sample_options(4)["beta"] == pytest.approx(1.0)  # last of 5 epochs
+    fixed = make(beta=0.0, beta_final=0.0)  # priority sampling without IS correction
+    assert [fixed.sample_options(e)["beta"] for e in range(5)] == [0.0] * 5
+    assert make(beta=0.2, beta_final=0.6).sample_options(2)["beta"] == pytest.approx(0.4)
 
 
 def test_synthesized_batch_carries_priorities_and_enters_the_buffer():
