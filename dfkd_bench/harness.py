@@ -304,7 +304,8 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                 record.update({k: float(v) / steps for k, v in sums.items()})
                 record["lr"] = scheduler.get_last_lr()[0]
             last = epoch == cfg.epochs - 1
-            if last or (epoch + 1) % max(1, cfg.eval_every) == 0:
+            # a warm-up epoch leaves the student as it was: nothing new to evaluate
+            if last or (epoch >= cfg.warmup_epochs and (epoch + 1) % max(1, cfg.eval_every) == 0):
                 with clock.phase("evaluation"), counter.pause():
                     final = evaluate_top1(student, data.test_images, data.test_labels, normalizer)
                 best = final if best is None else max(best, final)
