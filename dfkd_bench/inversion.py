@@ -91,6 +91,13 @@ def information_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     return (p * p.clamp_min(1e-12).log()).sum()
 
 
+def top_class_share(logits: torch.Tensor) -> torch.Tensor:
+    """The share of a batch in its most frequent predicted class: about 1/C for a
+    class-balanced batch, 1 when a generator has collapsed onto one class."""
+    counts = torch.bincount(logits.detach().argmax(1), minlength=logits.shape[1])
+    return counts.max().float() / logits.shape[0]
+
+
 def random_targets(n: int, num_classes: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.randint(num_classes, (n,), generator=generator).to(device)
 

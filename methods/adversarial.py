@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import kd_loss
+from dfkd_bench.inversion import kd_loss, top_class_share
 from dfkd_bench.method import Batch, OnlineGeneratorMethod, register_method
 
 
@@ -29,8 +29,9 @@ class AdversarialGame(OnlineGeneratorMethod):
         raise NotImplementedError
 
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        d = self.discrepancy(self.ctx.student(x), self.ctx.teacher(x))
-        return -d, {"discrepancy": d.detach()}
+        t_out = self.ctx.teacher(x)
+        d = self.discrepancy(self.ctx.student(x), t_out)
+        return -d, {"discrepancy": d.detach(), "top_class": top_class_share(t_out)}
 
 
 @dataclass

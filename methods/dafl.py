@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import information_entropy_loss
+from dfkd_bench.inversion import information_entropy_loss, top_class_share
 from dfkd_bench.method import OnlineGeneratorMethod, register_method
 
 
@@ -56,4 +56,5 @@ class DAFL(OnlineGeneratorMethod):
         loss_act = -t_feat.abs().mean()
         loss_ie = information_entropy_loss(t_out)
         loss = cfg.oh * loss_oh + cfg.act * loss_act + cfg.balance * loss_ie
-        return loss, {"oh": loss_oh.detach(), "act": loss_act.detach(), "ie": loss_ie.detach()}
+        return loss, {"oh": loss_oh.detach(), "act": loss_act.detach(), "ie": loss_ie.detach(),
+                      "top_class": top_class_share(t_out)}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.inversion import bn_hooks, bn_loss, information_entropy_loss
+from dfkd_bench.inversion import bn_hooks, bn_loss, information_entropy_loss, top_class_share
 from dfkd_bench.method import register_method
 from dfkd_bench.methods.adversarial import ZSKT
 
@@ -67,4 +67,4 @@ class DFQ(ZSKT):
         loss_ie = information_entropy_loss(t_out)
         loss = cfg.bn * loss_bn + cfg.oh * loss_oh - cfg.adv * loss_adv + cfg.balance * loss_ie
         return loss, {"bn": loss_bn.detach(), "oh": loss_oh.detach(), "adv": loss_adv.detach(),
-                      "ie": loss_ie.detach()}
+                      "ie": loss_ie.detach(), "top_class": top_class_share(t_out)}

@@ -15,7 +15,7 @@ import torch
 from dfkd_bench import harness, store
 from dfkd_bench.config import RunConfig
 from dfkd_bench.data import Normalizer
-from dfkd_bench.inversion import frozen, information_entropy_loss, kd_loss
+from dfkd_bench.inversion import frozen, information_entropy_loss, kd_loss, top_class_share
 from dfkd_bench.method import ONLINE, MethodContext
 from dfkd_bench.models import build_model
 from dfkd_bench.registry import METHODS
@@ -78,6 +78,15 @@ def test_batch_shape_range_device(name):
     assert not torch.equal(second.images, x)  # a fresh batch on every call
     if name != "noise":
         assert set(method.cost_modules()) == {"generator"}
+        assert 0 < logs["top_class"] <= 1  # the collapse diagnostic comes with every generator method
+
+
+def test_top_class_share_exact():
+    balanced = torch.eye(4).repeat(2, 1)  # 8 rows, two of each class
+    assert top_class_share(balanced).item() == 0.25
+    collapsed = torch.tensor([[0.0, 5.0, 1.0]]).repeat(6, 1)
+    assert top_class_share(collapsed).item() == 1.0
+    assert top_class_share(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])).item() == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("name", GENERATOR_METHODS)
