@@ -7,8 +7,8 @@ regenerates it.
         --pair resnet20-resnet8 --preset cpu --published resnet34-resnet18 \
         --methods noise,deepinv,fast:fast2-cpu,ssdkd:cpu+is_norm=mean --out-md reports/cpu-baseline.md
 
-An entry is ``method[:preset][+key=value...]``; the ``+`` settings apply to that entry
-only and show in its row.
+An entry is ``method[:preset][+key=value...][@seed/seed...]``; the ``+`` settings and
+``@`` seeds apply to that entry only, and the settings show in its row.
 """
 from __future__ import annotations
 
@@ -24,16 +24,19 @@ from dfkd_bench.errors import UserError
 from dfkd_bench.registry import METHODS, discover_methods
 
 
-def parse_entry(entry: str, preset: str | None) -> tuple[str, list[str], list[str]]:
-    """``method[:preset][+key=value...]`` -> (method, preset arguments, --set items).
-    Without its own preset an entry takes the common ``--preset`` where the method has it."""
+def parse_entry(entry: str, preset: str | None, seeds: str) -> tuple[str, list[str], list[str], str]:
+    """``method[:preset][+key=value...][@seed/seed...]`` -> (method, preset arguments,
+    --set items, seeds). Without its own preset an entry takes the common ``--preset``
+    where the method has it; without its own seeds, the common ``--seeds``."""
+    entry, _, own_seeds = entry.partition("@")
     head, *sets = entry.split("+")
     method, _, own = head.partition(":")
     chosen = own or (preset if preset and preset in METHODS.get(method).presets else None)
     for item in sets:
         if "=" not in item:
-            raise UserError(f"entry {entry!r}: {item!r} is not key=value; accepted: method[:preset][+key=value...]")
-    return method, (["--preset", chosen] if chosen else []), sets
+            raise UserError(f"entry {entry!r}: {item!r} is not key=value; "
+                            f"accepted: method[:preset][+key=value...][@seed/seed...]")
+    return method, (["--preset", chosen] if chosen else []), sets, own_seeds.replace("/", ",") or seeds
 
 
 def row_label(summary: dict, sets: list[str]) -> str:
@@ -79,7 +82,7 @@ def ranking(rows: list[dict], pair: str) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default=None,
-                   help="comma-separated entries method[:preset][+key=value...] (default: all methods)")
+                   help="comma-separated entries method[:preset][+key=value...][@seed/seed...] (default: all methods)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--pair", default=None)
     p.add_argument("--preset", default=None, help="preset applied to each method that has it")
@@ -97,10 +100,11 @@ def main(argv=None) -> int:
         if args.published:
             published.cifar10(args.published)
         notes = Path(args.notes).read_text() if args.notes else ""
-        entries = [parse_entry(e, args.preset) for e in (args.methods.split(",") if args.methods else METHODS.names())]
+        entries = [parse_entry(e, args.preset, args.seeds)
+                   for e in (args.methods.split(",") if args.methods else METHODS.names())]
         plans = []
-        for method, preset_args, sets in entries:
-            cmd = ["run", "--methods", method, *preset_args, "--dataset", args.dataset, "--seeds", args.seeds,
+        for method, preset_args, sets, seeds in entries:
+            cmd = ["run", "--methods", method, *preset_args, "--dataset", args.dataset, "--seeds", seeds,
                    "--out", args.results]
             cmd += (["--pair", args.pair] if args.pair else []) + (["--data-root", args.data_root] if args.data_root else [])
             for item in [*args.set, *sets]:

@@ -39,7 +39,7 @@ def test_published_keys():
 
 def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
     out = tmp_path / "rep" / "table.md"
-    argv = [*COMMON, "--methods", "deepinv+steps=2+synth_batch=8,dafl,deepinv+steps=3+synth_batch=8",
+    argv = [*COMMON, "--methods", "deepinv+steps=2+synth_batch=8,dafl@0/1,deepinv+steps=3+synth_batch=8",
             "--results", str(tmp_path / "r"), "--out-md", str(out), "--published", "resnet34-resnet18",
             "--notes", str(tmp_path / "notes.md")]
     (tmp_path / "notes.md").write_text("## Findings\n\nHand-written.\n")
@@ -47,11 +47,12 @@ def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
     md = out.read_text()
     assert "| deepinv (steps=2, synth_batch=8) | 0 | 2 | 16 |" in md  # 2 KD steps of 8 samples an epoch
     assert "| deepinv (steps=3, synth_batch=8) | 0 | 2 | 16 |" in md
-    assert "| dafl | 0 | 2 | 16 |" in md
+    assert "| dafl | 0 | 2 | 16 |" in md and "| dafl | 1 | 2 | 16 |" in md  # its own seeds
     assert "python benchmarks/method_table.py --dataset tiny" in md
     rows = json.loads(out.with_suffix(".json").read_text())
-    assert [r["row"] for r in rows] == ["deepinv (steps=2, synth_batch=8)", "dafl", "deepinv (steps=3, synth_batch=8)"]
-    assert len({r["name"] for r in rows}) == 3  # the settings give each entry its own run directory
+    assert [(r["row"], r["seed"]) for r in rows] == [("deepinv (steps=2, synth_batch=8)", 0), ("dafl", 0), ("dafl", 1),
+                                                     ("deepinv (steps=3, synth_batch=8)", 0)]
+    assert len({r["name"] for r in rows}) == 4  # the settings give each entry its own run directory
     # overridden entries stand for no published row, so only dafl is ranked
     assert "| dafl |" in md.split("## Ranking")[1]
     assert "Fewer than two methods in both tables" in md
