@@ -22,6 +22,11 @@ is at T = 1 ("KL between the softmax outputs"); priorities are refreshed on the
 augmented views the student was trained on. Ablations (the paper's Table 4) are
 presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
 ``no-diversity``, ``no-balance`` (phi = 1) and ``none`` (all three off).
+
+Measured (reports/cpu-baseline.md): the IS weights normalised by the buffer-wide maximum
+average 0.03-0.10 by the end of a run, so the KD step shrinks 10-40x; ``is_norm="mean"``
+(relative weights, unchanged step size) and ``beta_final`` (e.g. PS without correction)
+are settings for that, off by default so the defaults stay the paper's.
 """
 from __future__ import annotations
 
