@@ -23,6 +23,15 @@ METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_replace(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename
     it over ``path``; on any failure the temporary file goes and ``path`` is untouched."""
@@ -30,6 +39,9 @@ def _atomic_replace(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp makes the file 0600; give it the mode an ordinary write would (0666
+        # less the umask), so results and reports stay readable by others as before.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

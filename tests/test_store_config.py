@@ -29,6 +29,14 @@ def test_crash_during_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.json"
+    store.atomic_write_json(atomic, {"a": 1})
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)  # not mkstemp's 0600
+
+
 def test_crash_during_checkpoint_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     run = store.RunDir(tmp_path, "run")
     run.create()
