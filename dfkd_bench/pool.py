@@ -94,13 +94,14 @@ class PriorityReplay(SamplePool):
 
     IS_NORMS = ("buffer", "batch", "mean")
 
-    def importance_weights(self, idx: torch.Tensor, beta: float, norm: str = "buffer") -> torch.Tensor:
+    def importance_weights(self, idx: torch.Tensor, beta: float, norm: str = "buffer",
+                           probs: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 5 for the items ``idx``. ``norm`` says what the weights are divided by:
         ``buffer``, the largest weight any item in the buffer could get (Schaul et al.'s
         1/max_i w_i, as REFERENCE.md reads Eq. 5); ``batch``, the largest weight in this
         batch; ``mean``, the batch mean (relative weights only, the KD gradient keeps its
-        scale)."""
-        p = self.probabilities()
+        scale). ``probs``: the buffer's probabilities when the caller already has them."""
+        p = self.probabilities() if probs is None else probs
         n = p.shape[0]
         w = (n * p[idx]) ** (-beta)
         if norm == "buffer":
@@ -120,7 +121,8 @@ class PriorityReplay(SamplePool):
         idx = torch.multinomial(probs if generator is None else probs.cpu(), batch_size, replacement=True,
                                 generator=generator)
         idx = idx.to(self.images.device)
-        meta = {"index": idx, "is_weight": self.importance_weights(idx, beta, is_norm)}
+        # the probabilities just drawn from, not a second pass over the buffer
+        meta = {"index": idx, "is_weight": self.importance_weights(idx, beta, is_norm, probs)}
         return self.images[idx], None if self.labels is None else self.labels[idx], meta
 
     def update_priorities(self, idx: torch.Tensor, priorities: torch.Tensor) -> None:
