@@ -30,7 +30,9 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     T: float = 20.0  # KD temperature of the reference CIFAR runs
-    warmup_epochs: int = 0  # synthesis-only epochs before distillation starts (Fast: 20)
+    # Synthesis-only epochs before distillation starts (Fast: 20); an online method trains
+    # only its generator in them, steps_per_epoch generator steps an epoch.
+    warmup_epochs: int = 0
     eval_every: int = 1
     data_scale: int = 0  # synthetic (or, for real-data baselines, real) samples per epoch; 0 = unset
     device: str = "auto"  # auto | cpu | cuda

@@ -281,8 +281,19 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                     pool.add(batch.images, batch.labels, batch.meta)
                 record.update({f"synth_{k}": float(v) for k, v in logs.items()})
                 record["pool_size"] = len(pool)
-            if epoch >= cfg.warmup_epochs:
+            if cls.mode == ONLINE and epoch < cfg.warmup_epochs:
+                # An online method's warm-up trains its generator alone, step for step.
                 sums: dict[str, float] = {}
+                with clock.phase("synthesis"):
+                    student.eval()
+                    for _ in range(steps):
+                        with autocast():
+                            logs = method.warmup_step(epoch)
+                        for k, v in logs.items():
+                            sums[f"synth_{k}"] = sums.get(f"synth_{k}", 0.0) + float(v)
+                record.update({k: v / steps for k, v in sums.items()})
+            if epoch >= cfg.warmup_epochs:
+                sums = {}
                 for _ in range(steps):
                     if cls.mode == ONLINE:
                         with clock.phase("synthesis"):

@@ -225,6 +225,19 @@ class OnlineGenerator:
         z = torch.randn(n, self.net.nz, device=self.ctx.device)
         return self.ctx.normalizer(self.net(z))
 
+    def step(self, n: int, loss_fn) -> dict[str, float]:
+        """One generator step minimising ``loss_fn(x) -> (loss, {name: tensor})`` on a
+        fresh batch of ``n`` images, with the student's parameters frozen; returns its
+        logs. Warm-up steps call it directly: they leave the call counter alone."""
+        self.net.train()
+        with frozen(self.ctx.student):
+            loss, terms = loss_fn(self.sample(n))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.logs = {"loss_g": loss.item(), **{k: float(v) for k, v in terms.items()}}
+        return dict(self.logs)
+
     def next_batch(self, n: int, loss_fn) -> tuple[torch.Tensor, dict[str, float]]:
         """One online synthesis call: when due, one generator step minimising
         ``loss_fn(x) -> (loss, {name: tensor})`` on a batch of ``n`` images with the
@@ -233,12 +246,7 @@ class OnlineGenerator:
         diluted by the calls that took no step."""
         self.net.train()
         if self.calls % self.every == 0:
-            with frozen(self.ctx.student):
-                loss, terms = loss_fn(self.sample(n))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-            self.logs = {"loss_g": loss.item(), **{k: float(v) for k, v in terms.items()}}
+            self.step(n, loss_fn)
         self.calls += 1
         with torch.no_grad():
             images = self.sample(n)

@@ -78,6 +78,12 @@ class Method:
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         raise NotImplementedError(f"{type(self).__name__} must implement synthesize()")
 
+    def warmup_step(self, epoch: int) -> dict[str, float]:
+        """One synthesis-only step of an online method's warm-up epoch
+        (``run.warmup_epochs``): the harness calls it ``steps_per_epoch`` times an epoch
+        and trains no student. Returns logs. Default: nothing to warm up."""
+        return {}
+
     def make_pool(self, capacity: int) -> SamplePool:
         """The pool this method's samples go into (priority replay overrides it)."""
         return SamplePool(capacity)
@@ -128,6 +134,11 @@ class OnlineGeneratorMethod(Method):
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
         return Batch(images), logs
+
+    def warmup_step(self, epoch: int) -> dict[str, float]:
+        """One generator step and no sample for the student: a warm-up epoch trains the
+        generator ``steps_per_epoch`` times before any student step sees its samples."""
+        return self.gen.step(self.ctx.run.batch_size, self.generator_loss)
 
     def cost_modules(self) -> dict[str, nn.Module]:
         return {"generator": self.gen.net}

@@ -140,3 +140,21 @@ def test_warmup_epochs_only_synthesize(tiny_zoo, tmp_path):
     records = [r for r in store.RunDir(tmp_path / "r", summary["name"]).read_metrics() if r["event"] == "epoch"]
     assert ["loss" in r for r in records] == [False, False, True]
     assert [r["pool_size"] for r in records] == [16, 32, 48]
+
+
+def test_online_warmup_trains_only_the_generator(tiny_zoo, tmp_path):
+    spec = spec_for("dfq", tmp_path / "r", epochs=2, warmup_epochs=1)
+    spec.method_config.adv = 0.0  # no student forward in the generator's loss either
+    summary = harness.run(spec, announce=lambda m: None)
+    assert summary["status"] == "completed"
+    assert summary["student_backward_images"] == 1 * 3 * 8  # only the second epoch distils
+    rundir = store.RunDir(tmp_path / "r", summary["name"])
+    gen = rundir.load_checkpoint()["method"]
+    assert gen["calls"] == 3  # warm-up steps leave the distillation cadence alone
+    # 3 warm-up steps (one per student-step slot), then the first distillation call's
+    # step (g_every 10: the other two calls only draw samples)
+    assert {float(s["step"]) for s in gen["optimizer"]["state"].values()} == {4.0}
+    records = [r for r in rundir.read_metrics() if r["event"] == "epoch"]
+    assert ["loss" in r for r in records] == [False, True]
+    assert ["top1" in r for r in records] == [False, True]
+    assert {"synth_bn", "synth_top_class"} <= set(records[0])
