@@ -61,6 +61,8 @@ class DFAD(AdversarialGame):
         # About 10 minutes for wrn16_2->wrn16_1 (7.5 for resnet20->resnet8) at 32x32 on 2
         # CPU cores, estimated from single-thread timings scaled to 2 cores (~1 s a step
         # at batch 128; the generator's forward dominates, its step comes every 5th).
+        # At this budget DFAD stays at chance, 2.3x longer too: its generator starts
+        # one-class to the teacher and the game never leaves that (reports/cpu-baseline.md).
         "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128},
     }
 
@@ -105,6 +107,9 @@ class ZSKT(AdversarialGame):
         # About 10 minutes for wrn16_2->wrn16_1 (7 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings scaled to 2 cores (~0.85 s a step at
         # batch 128; the generator's forward dominates, its step comes every 10th).
+        # At this budget ZSKT stays at chance, with or without DFQ's generator warm-up:
+        # the game alone, without DFQ's priors, gives no samples that transfer to real
+        # images (reports/cpu-baseline.md).
         "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128},
     }
 

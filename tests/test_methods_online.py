@@ -159,6 +159,26 @@ def test_dfq_generator_steps_exactly_every_kth_call(k):
 
 
 @pytest.mark.parametrize("name", GENERATOR_METHODS)
+def test_warmup_step_is_one_generator_step_and_leaves_the_cadence(name):
+    ctx = make_ctx()
+    method = make_method(name, ctx, g_every=3)
+    student = [p.detach().clone() for p in ctx.student.parameters()]
+    for _ in range(2):
+        params = generator_params(method)
+        logs = method.warmup_step(0)
+        assert changed(params, method) and "loss_g" in logs and "top_class" in logs
+    assert method.gen.calls == 0  # the first distillation call still steps (k-th-call cadence)
+    assert all(torch.equal(a, b) and b.grad is None for a, b in zip(student, ctx.student.parameters()))
+    params = generator_params(method)
+    method.synthesize(0)
+    assert changed(params, method)
+
+
+def test_warmup_step_of_a_method_without_a_generator_does_nothing():
+    assert make_method("noise", make_ctx()).warmup_step(0) == {}
+
+
+@pytest.mark.parametrize("name", GENERATOR_METHODS)
 def test_state_dict_round_trip(name):
     a = make_method(name, make_ctx(), g_every=2)
     for _ in range(3):
