@@ -55,9 +55,10 @@ class DFQ(ZSKT):
         # cores, estimated from single-thread timings scaled to 2 cores (~0.85 s a student
         # step at batch 128; the generator's forward dominates, its step comes every 10th).
         # One warm-up epoch first: 70 generator-only steps, as many as the generator takes
-        # in the 10 distillation epochs. Without it the student starts on the untrained
-        # generator's samples, its logits shrink to a constant and it stays at chance
-        # (resnet20 -> resnet8: 10.01% without, 38.63% with; reports/cpu-baseline.md).
+        # in the 10 distillation epochs. Without it the student trains only while the
+        # generator takes its first, fastest-changing steps; its logits shrink towards a
+        # constant and it stays at chance (resnet20 -> resnet8: 10.01% without, 38.63 /
+        # 38.75% with, seeds 0 / 1; reports/cpu-baseline.md).
         "cpu": {"epochs": 11, "warmup_epochs": 1, "kd_steps": 70, "batch_size": 128},
     }
 
