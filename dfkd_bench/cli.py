@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -11,7 +14,7 @@ from rich.table import Table
 
 from . import harness, report
 from .config import RunConfig, apply_changes, load_preset_file, parse_set_options
-from .errors import UserError
+from .errors import Terminated, UserError
 from .registry import DATASETS, METHODS, PAIRS, discover_methods, load_plugin
 
 # Piped output (CI logs, files) gets a table wide enough to read instead of rich's 80.
@@ -259,20 +262,40 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM raises ``Terminated`` (a KeyboardInterrupt), so a run
+    stopped by ``kill`` or a scheduler's time limit is recorded as interrupted, like
+    Ctrl-C, instead of staying "running"; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = make_parser()
-        args = parser.parse_args(argv)
-        discover_methods()
-        for module in args.plugin:
-            load_plugin(module)
-        return args.func(args)
+        with sigterm_as_interrupt():
+            parser = make_parser()
+            args = parser.parse_args(argv)
+            discover_methods()
+            for module in args.plugin:
+                load_plugin(module)
+            return args.func(args)
     except UserError as exc:
         err_console.print(f"dfkd-bench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err_console.print("dfkd-bench: interrupted; re-run the same command to resume", markup=False)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class Diverged(RuntimeError):
     """A method produced a non-finite loss; the run is recorded as failed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's time limit) while the CLI runs: handled like
+    Ctrl-C, so the run is recorded as interrupted and resumes on the next call."""

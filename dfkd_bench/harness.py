@@ -18,7 +18,7 @@ import torch
 from . import store
 from .config import RunConfig, to_dict
 from .data import DataBundle, Normalizer, load_dataset, random_crop_flip
-from .errors import Diverged, UserError
+from .errors import Diverged, Terminated, UserError
 from .method import ONLINE, POOL, REAL, Batch, Method, MethodContext
 from .models import build_model
 from .pairs import resolve_pair
@@ -339,8 +339,9 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
         result = summary("failed", str(exc), epochs_done=epoch)
         emit("failed", {"reason": str(exc)})
         return result
-    except KeyboardInterrupt:
-        summary("interrupted", f"interrupted (Ctrl-C) during epoch {epoch}; re-run the same command to resume",
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        summary("interrupted", f"interrupted ({how}) during epoch {epoch}; re-run the same command to resume",
                 epochs_done=epoch)
         raise
     except UserError:

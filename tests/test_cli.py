@@ -94,6 +94,25 @@ def test_diverging_method_fails_and_others_still_run(capsys, tmp_path, tiny_zoo)
     assert statuses == {"diverging": "failed", "kd": "completed"}
 
 
+def test_sigterm_records_the_run_as_interrupted_and_it_resumes(capsys, tmp_path, tiny_zoo):
+    import signal
+
+    from tests.plugins.tiny import SelfTerminating
+
+    before = signal.getsignal(signal.SIGTERM)
+    SelfTerminating.sent = False
+    argv = [*PLUGIN, "run", "--dataset", "tiny", "--pair", "cnn_s-cnn_s", "--epochs", "3", "--set", "batch_size=8",
+            "--set", "kd_steps=2", "--methods", "self_terminating", "--out", str(tmp_path / "r")]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 143 and "interrupted; re-run the same command to resume" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI's handler is gone again
+    (summary_path,) = (tmp_path / "r").glob("*/summary.json")
+    cut = json.loads(summary_path.read_text())
+    assert cut["status"] == "interrupted" and cut["reason"].startswith("interrupted (SIGTERM) during epoch 1")
+    code, _, _ = run_cli(capsys, *argv)  # SIGTERM is sent once: the second call resumes and finishes
+    assert code == 0 and json.loads(summary_path.read_text())["status"] == "completed"
+
+
 def test_preset_names_resolve_to_their_method(capsys):
     from dfkd_bench.cli import resolve_method
 

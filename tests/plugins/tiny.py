@@ -1,7 +1,9 @@
-"""A test plugin: a tiny random data set (registered as ``tiny``) and a method that
-diverges on purpose. Loaded with ``--plugin tests.plugins.tiny`` like any outside plugin."""
+"""A test plugin: a tiny random data set (registered as ``tiny``), a method that
+diverges on purpose and one that is stopped by SIGTERM. Loaded with ``--plugin tests.plugins.tiny`` like any outside plugin."""
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -55,5 +57,26 @@ class Diverging(Method):
         return losses
 
 
-if "diverging" not in METHODS:
-    register_method(Diverging)
+@dataclass
+class TermConfig:
+    at_epoch: int = 1  # the epoch in which the process receives SIGTERM, once
+
+
+class SelfTerminating(Method):
+    """KD on noise that sends SIGTERM to its own process once, in a given epoch (tests
+    that a run stopped by ``kill`` or a scheduler is recorded as interrupted)."""
+
+    name = "self_terminating"
+    config_cls = TermConfig
+    sent = False
+
+    def synthesize(self, epoch):
+        if epoch == self.cfg.at_epoch and not SelfTerminating.sent:
+            SelfTerminating.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return Batch(torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)), {}
+
+
+for _cls in (Diverging, SelfTerminating):
+    if _cls.name not in METHODS:
+        register_method(_cls)
