@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dfkd_bench import harness, published, store
-from dfkd_bench.cli import build_specs, make_parser
+from dfkd_bench.cli import build_specs, make_parser, sigterm_as_interrupt
 from dfkd_bench.errors import UserError
 from dfkd_bench.registry import METHODS, discover_methods
 
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
         return 2
     rows = []
     for spec, sets in plans:
-        summary = harness.run(spec, announce=print)
+        with sigterm_as_interrupt():  # a killed run is recorded as interrupted, as under the CLI
+            summary = harness.run(spec, announce=print)
         row = {**summary, "row": row_label(summary, sets), "sets": sets,
                "samples_per_epoch": summary["steps_per_epoch"] * spec.run.batch_size}
         print(f"{row['row']} seed {row['seed']}: {row['status']}, top-1 {row['final_top1']}, "
