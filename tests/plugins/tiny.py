@@ -1,5 +1,6 @@
 """A test plugin: a tiny random data set (registered as ``tiny``), a method that
-diverges on purpose and one that is stopped by SIGTERM. Loaded with ``--plugin tests.plugins.tiny`` like any outside plugin."""
+diverges on purpose and one that stops itself with SIGTERM. Loaded with
+``--plugin tests.plugins.tiny`` like any outside plugin."""
 from __future__ import annotations
 
 import os
