@@ -145,6 +145,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def add_logs(sums: dict[str, float], logs: dict[str, float], prefix: str = "") -> None:
+    """Add one step's float logs into running per-epoch sums, keys prefixed."""
+    for k, v in logs.items():
+        sums[prefix + k] = sums.get(prefix + k, 0.0) + float(v)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -289,8 +295,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                     for _ in range(steps):
                         with autocast():
                             logs = method.warmup_step(epoch)
-                        for k, v in logs.items():
-                            sums[f"synth_{k}"] = sums.get(f"synth_{k}", 0.0) + float(v)
+                        add_logs(sums, logs, "synth_")
                 record.update({k: v / steps for k, v in sums.items()})
             if epoch >= cfg.warmup_epochs:
                 sums = {}
@@ -300,8 +305,7 @@ def run(spec: RunSpec, progress: Progress | None = None, announce: Callable[[str
                             student.eval()
                             with autocast():
                                 batch, logs = method.synthesize(epoch)
-                        for k, v in logs.items():
-                            sums[f"synth_{k}"] = sums.get(f"synth_{k}", 0.0) + float(v)
+                        add_logs(sums, logs, "synth_")
                     with clock.phase("distillation"):
                         student.train()
                         if cls.mode == POOL:

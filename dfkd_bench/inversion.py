@@ -123,6 +123,14 @@ def adversarial_kl_agree(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return -(kl * agree).mean()
 
 
+def host_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors as Python floats in one host transfer (one CUDA sync, not one per
+    term)."""
+    names = list(terms)
+    values = torch.stack([terms[k].detach().float() for k in names]).tolist()
+    return dict(zip(names, values))
+
+
 class KeepBest:
     """The lowest-loss step of an inner loop: its loss terms and tensors, kept on the
     device with ``torch.where`` so the loop never waits for the host (a ``.item()`` per
@@ -144,9 +152,7 @@ class KeepBest:
 
     def logs(self) -> dict[str, float]:
         """One host transfer for all terms, at the end of the loop."""
-        names = list(self.terms)
-        values = torch.stack([self.terms[k].float() for k in names]).tolist()
-        return dict(zip(names, values))
+        return host_floats(self.terms)
 
 
 def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
@@ -235,7 +241,7 @@ class OnlineGenerator:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        self.logs = {"loss_g": loss.item(), **{k: float(v) for k, v in terms.items()}}
+        self.logs = host_floats({"loss_g": loss, **terms})
         return dict(self.logs)
 
     def next_batch(self, n: int, loss_fn) -> tuple[torch.Tensor, dict[str, float]]:
