@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.inversion import kd_loss
-from dfkd_bench.method import REAL, Batch, Method, register_method
+from dfkd_bench.method import REAL, SMOKE_RUN, Batch, Method, register_method
 
 
 @register_method
@@ -23,6 +23,7 @@ class Scratch(Method):
         # The teacher zoo's CIFAR recipe applied to the student (Table rows "Student").
         "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4},
         "cpu": {"epochs": 15, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -46,6 +47,7 @@ class KD(Method):
     presets = {
         "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1},
         "cpu": {"epochs": 15, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -19,15 +19,18 @@ import sys
 from pathlib import Path
 
 from dfkd_bench import harness, published, store
-from dfkd_bench.cli import build_specs, make_parser, sigterm_as_interrupt
+from dfkd_bench.cli import sigterm_as_interrupt
 from dfkd_bench.errors import UserError
+from dfkd_bench.events import RunObserver
+from dfkd_bench.plan import plan_runs
 from dfkd_bench.registry import METHODS, discover_methods
+from dfkd_bench.summary import RunSummary
 
 
-def parse_entry(entry: str, preset: str | None, seeds: str) -> tuple[str, list[str], list[str], str]:
-    """``method[:preset][+key=value...][@seed/seed...]`` -> (method, preset arguments,
-    --set items, seeds). Without its own preset an entry takes the common ``--preset``
-    where the method has it; without its own seeds, the common ``--seeds``."""
+def parse_entry(entry: str, preset: str | None, seeds: str) -> tuple[str, str | None, list[str], list[int]]:
+    """``method[:preset][+key=value...][@seed/seed...]`` -> (method, preset, --set items,
+    seeds). Without its own preset an entry takes the common ``--preset`` where the
+    method has it; without its own seeds, the common ``--seeds``."""
     entry, _, own_seeds = entry.partition("@")
     head, *sets = entry.split("+")
     method, _, own = head.partition(":")
@@ -36,11 +39,20 @@ def parse_entry(entry: str, preset: str | None, seeds: str) -> tuple[str, list[s
         if "=" not in item:
             raise UserError(f"entry {entry!r}: {item!r} is not key=value; "
                             f"accepted: method[:preset][+key=value...][@seed/seed...]")
-    return method, (["--preset", chosen] if chosen else []), sets, own_seeds.replace("/", ",") or seeds
+    try:
+        seed_list = [int(t) for t in (own_seeds.replace("/", ",") or seeds).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"entry {entry!r}: seeds must be integers, e.g. @0/1") from None
+    return method, chosen, sets, seed_list
 
 
-def row_label(summary: dict, sets: list[str]) -> str:
-    return summary["label"] + (f" ({', '.join(sets)})" if sets else "")
+def row_label(summary: RunSummary, sets: list[str]) -> str:
+    return summary.label + (f" ({', '.join(sets)})" if sets else "")
+
+
+class Announce(RunObserver):
+    def message(self, text: str) -> None:
+        print(text, flush=True)
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -103,22 +115,19 @@ def main(argv=None) -> int:
         entries = [parse_entry(e, args.preset, args.seeds)
                    for e in (args.methods.split(",") if args.methods else METHODS.names())]
         plans = []
-        for method, preset_args, sets, seeds in entries:
-            cmd = ["run", "--methods", method, *preset_args, "--dataset", args.dataset, "--seeds", seeds,
-                   "--out", args.results]
-            cmd += (["--pair", args.pair] if args.pair else []) + (["--data-root", args.data_root] if args.data_root else [])
-            for item in [*args.set, *sets]:
-                cmd += ["--set", item]
-            plans += [(spec, sets) for spec in build_specs(make_parser().parse_args(cmd))]
+        for method, preset, sets, seeds in entries:
+            specs = plan_runs([method], preset=preset, dataset=args.dataset, pair=args.pair, seeds=seeds,
+                              out=args.results, data_root=args.data_root, sets=[*args.set, *sets])
+            plans += [(spec, sets) for spec in specs]
     except (UserError, ValueError, OSError) as exc:
         print(f"method_table: {exc}", file=sys.stderr)
         return 2
     rows = []
     for spec, sets in plans:
         with sigterm_as_interrupt():  # a killed run is recorded as interrupted, as under the CLI
-            summary = harness.run(spec, announce=print)
-        row = {**summary, "row": row_label(summary, sets), "sets": sets,
-               "samples_per_epoch": summary["steps_per_epoch"] * spec.run.batch_size}
+            summary = harness.run(spec, Announce())
+        row = {**summary.row(), "seconds": summary.seconds, "row": row_label(summary, sets), "sets": sets,
+               "samples_per_epoch": summary.steps_per_epoch * spec.run.batch_size}
         print(f"{row['row']} seed {row['seed']}: {row['status']}, top-1 {row['final_top1']}, "
               f"train {row['train_seconds']:.0f} s", flush=True)
         rows.append(row)

@@ -1,4 +1,5 @@
-"""Command line: parses, validates, calls the API; no logic of its own."""
+"""Command line: parses, calls the planning API, the harness and the report, prints;
+no logic of its own."""
 from __future__ import annotations
 
 import argparse
@@ -8,19 +9,13 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import harness, report
-from .config import RunConfig, apply_changes, load_preset_file, parse_set_options
+from . import harness, plan, report
+from .console import RunDisplay, console, err_console, progress_bar
 from .errors import Terminated, UserError
-from .registry import DATASETS, METHODS, PAIRS, discover_methods, load_plugin
-
-# Piped output (CI logs, files) gets a table wide enough to read instead of rich's 80.
-_width = None if sys.stdout.isatty() else 140
-console = Console(width=_width)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
+from .summary import RunSummary
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -39,140 +34,62 @@ def _seeds(text: str) -> list[int]:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
-def resolve_method(name: str, preset: str | None) -> tuple[type, str | None]:
-    """``name`` is a method, or a preset name that belongs to exactly one method
-    (``fast10`` is a preset of ``fast``)."""
-    if name in METHODS:
-        return METHODS.get(name), preset
-    owners = [cls for _, cls in METHODS.items() if name in cls.presets]
-    if len(owners) == 1 and preset is None:
-        return owners[0], name
-    METHODS.get(name)  # raises the "unknown method ... known: ..." error
-    raise AssertionError
-
-
-def scoped(overrides: dict[str, str], method: str) -> dict[str, str]:
-    """``--set`` keys for one method: ``<method>.key`` is kept (as ``method.key``) only for
-    that method, so one command can tune several methods; other keys go to every method."""
-    out = {}
-    for key, value in overrides.items():
-        scope, _, field = key.rpartition(".")
-        if scope in METHODS:
-            if scope == method:
-                out[f"method.{field}"] = value
-        else:
-            out[key] = value
-    return out
-
-
-def build_specs(args) -> list[harness.RunSpec]:
-    if not args.methods:
-        raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
-    overrides = parse_set_options(args.set or [])
-    specs = []
-    for name in args.methods:
-        cls, preset = resolve_method(name, args.preset)
-        run_cfg, method_cfg = apply_changes(RunConfig(), cls.config_cls(),
-                                            {f"run.{k}": v for k, v in cls.run_defaults.items()}, f"{cls.name} defaults")
-        if preset:
-            if Path(preset).suffix in (".yaml", ".yml"):
-                changes = load_preset_file(Path(preset))
-            elif preset in cls.presets:
-                changes = cls.presets[preset]
-            else:
-                raise UserError(f"unknown preset {preset!r} for method {cls.name}; "
-                                f"known: {', '.join(sorted(cls.presets)) or 'none'} (or a .yaml file)")
-            run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"preset {preset}")
-        flags = {"epochs": args.epochs, "data_scale": args.data_scale, "device": args.device}
-        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg,
-                                            {f"run.{k}": v for k, v in flags.items() if v is not None}, "option")
-        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, scoped(overrides, cls.name), "--set")
-        if run_cfg.epochs < 1:
-            raise UserError(f"--epochs {run_cfg.epochs}: expected a positive integer")
-        if run_cfg.epochs <= run_cfg.warmup_epochs:
-            raise UserError(f"{cls.name}: epochs={run_cfg.epochs} leaves no epoch after warmup_epochs="
-                            f"{run_cfg.warmup_epochs}; the student would never be trained (raise --epochs or "
-                            f"--set warmup_epochs=...)")
-        if run_cfg.data_scale < 0:
-            raise UserError(f"--data-scale {run_cfg.data_scale}: expected a positive integer")
-        harness.resolve_device(run_cfg.device)
-        for seed in args.seeds:
-            specs.append(harness.RunSpec(
-                method=cls.name, preset=preset if preset else None, dataset=args.dataset, pair=args.pair,
-                seed=seed, run=run_cfg, method_config=method_cfg, out=Path(args.out), data_root=args.data_root,
-                cache=args.cache_dir, download=args.download, train_missing_teacher=not args.no_train_teacher,
-                force=args.force))
-    return specs
+def build_specs(args) -> list[plan.RunSpec]:
+    return plan.plan_runs(
+        args.methods, dataset=args.dataset, pair=args.pair, preset=args.preset, seeds=args.seeds,
+        epochs=args.epochs, data_scale=args.data_scale, device=args.device, sets=args.set or [], out=args.out,
+        data_root=args.data_root, cache=args.cache_dir, download=args.download,
+        train_missing_teacher=not args.no_train_teacher, force=args.force)
 
 
 def cmd_run(args) -> int:
-    DATASETS.get(args.dataset.split(":", 1)[0])
-    harness.resolve_pair(args.pair, args.dataset)
     specs = build_specs(args)
     results, failed = [], 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                  transient=False) as bar:
+    with progress_bar() as bar:
         overall = bar.add_task("runs", total=len(specs), info="")
         for spec in specs:
-            label = spec.method + (f"-{spec.preset}" if spec.preset else "") + f" seed {spec.seed}"
-            task = bar.add_task(f"  {label}", total=spec.run.epochs, info="")
-
-            def progress(event: str, info: dict, task=task) -> None:
-                if event == "start":
-                    bar.update(task, completed=info["start_epoch"],
-                               info="resuming" if info["start_epoch"] else "")
-                elif event == "epoch":
-                    top1 = info.get("top1")
-                    bar.update(task, completed=info["epoch"] + 1,
-                               info="" if top1 is None else f"top-1 {top1:.2f}%")
-                elif event == "skip":
-                    bar.update(task, completed=spec.run.epochs, info="already completed (use --force to redo)")
-                elif event == "failed":
-                    bar.update(task, info=f"[red]failed: {info['reason']}")
-
+            label = f"{spec.label} seed {spec.seed}"
             try:
-                summary = harness.run(spec, progress, announce=lambda m: bar.console.print(f"[yellow]{m}"))
-            except UserError:
-                raise
-            except KeyboardInterrupt:
+                summary = harness.run(spec, RunDisplay(bar, label, spec.run.epochs))
+            except (UserError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a broken method must not stop the others
                 err_console.print(f"[red]{label}: {type(exc).__name__}: {exc}")
                 failed += 1
                 bar.advance(overall)
                 continue
-            failed += summary["status"] != "completed"
+            failed += not summary.completed
             results.append(summary)
             bar.advance(overall)
     print_run_table(results)
     return 1 if failed else 0
 
 
-def print_run_table(results: list[dict]) -> None:
+def print_run_table(results: list[RunSummary]) -> None:
     if not results:
         return
     for (dataset, pair), group in _group_by_setting(results).items():
         first = group[0]
-        table = Table(title=f"{dataset}, {pair}: teacher {first['teacher']} top-1 {first['teacher_top1']:.2f}%")
+        table = Table(title=f"{dataset}, {pair}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
         for col in ("method", "seed", "scale", "status", "top-1 %", "best %", "train s", "synth s",
                     "distill s", "eval s", "train FLOPs"):
             table.add_column(col, justify="left" if col in ("method", "status") else "right")
         for r in group:
             fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-            table.add_row(r["label"], str(r["seed"]), str(r["data_scale"] or "-"),
-                          r["status"] + (" (cached)" if r.get("skipped") else ""), fmt(r["final_top1"], ".2f"),
-                          fmt(r["best_top1"], ".2f"), fmt(r["train_seconds"], ".1f"),
-                          fmt(r["seconds"]["synthesis"], ".1f"), fmt(r["seconds"]["distillation"], ".1f"),
-                          fmt(r["seconds"]["evaluation"], ".1f"), fmt(r["training_flops"], ".3g"))
+            table.add_row(r.label, str(r.seed), str(r.data_scale or "-"),
+                          r.status + (" (cached)" if r.skipped else ""), fmt(r.final_top1, ".2f"),
+                          fmt(r.best_top1, ".2f"), fmt(r.train_seconds, ".1f"),
+                          fmt(r.seconds.get("synthesis"), ".1f"), fmt(r.seconds.get("distillation"), ".1f"),
+                          fmt(r.seconds.get("evaluation"), ".1f"), fmt(r.training_flops, ".3g"))
         console.print(table)
-    console.print("`dfkd-bench report --results DIR` builds the comparison tables over seeds.")
+    console.print("`dfkd-bench report --results DIR` builds the comparison tables over seeds. "
+                  "train s = synthesis + distillation (evaluation and checkpoints are timed apart).")
 
 
-def _group_by_setting(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = {}
+def _group_by_setting(results: list[RunSummary]) -> dict[tuple[str, str], list[RunSummary]]:
+    groups: dict[tuple[str, str], list[RunSummary]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["pair"]), []).append(r)
+        groups.setdefault((r.dataset, r.pair), []).append(r)
     return groups
 
 
@@ -287,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             parser = make_parser()
             args = parser.parse_args(argv)
             discover_methods()
+            for line in PLUGIN_ERRORS:
+                err_console.print(f"dfkd-bench: warning: {line}", markup=False, highlight=False, soft_wrap=True)
             for module in args.plugin:
                 load_plugin(module)
             return args.func(args)

@@ -1,17 +1,21 @@
-"""Typed run configuration, presets and ``--set key=value`` overrides.
+"""Typed run configuration, presets and ``--set key=value`` changes.
 
 A run is described by two dataclasses: ``RunConfig`` (what the harness owns: budget,
-student optimiser, devices, seeds) and the method's own config dataclass. Presets and
-``--set`` overrides address both through one flat namespace of field names; a
-name that neither has, or a value of the wrong type, is a ``UserError``.
+student optimiser, devices, seeds) and the method's own config dataclass. Both live in
+one namespace of field names: a method config may not reuse a ``RunConfig`` field name
+(``check_namespace``, called when a method registers), so every key means one knob for
+every method. ``run.`` and ``method.`` prefixes are still accepted and must match the
+config that owns the key. Choice fields are typed ``Literal[...]`` and checked here, in
+one place, whether they come from a preset, ``--set`` or a default.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -35,7 +39,7 @@ class RunConfig:
     warmup_epochs: int = 0
     eval_every: int = 1
     data_scale: int = 0  # synthetic (or, for real-data baselines, real) samples per epoch; 0 = unset
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     amp_bf16: bool = False  # bf16 autocast, CUDA only
     channels_last: bool = False  # CUDA only
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -47,14 +51,76 @@ class RunConfig:
             return max(1, -(-self.data_scale // self.batch_size))
         return self.kd_steps
 
+    def validate(self, who: str = "run") -> None:
+        """Every budget and rate makes sense and the device exists; a ``UserError``
+        naming the field otherwise. Called by the planner before anything runs."""
+        for name in ("epochs", "batch_size", "kd_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{who}: {name}={getattr(self, name)}; expected a positive integer")
+        for name in ("warmup_epochs", "data_scale", "num_threads"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{who}: {name}={getattr(self, name)}; expected 0 or a positive integer")
+        for name in ("lr", "T"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{who}: {name}={value}; expected a finite positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0) or not 0 <= self.momentum < 1:
+            raise UserError(f"{who}: momentum={self.momentum}, weight_decay={self.weight_decay}; expected "
+                            "0 <= momentum < 1 and a finite weight_decay >= 0")
+        if self.epochs <= self.warmup_epochs:
+            raise UserError(f"{who}: epochs={self.epochs} leaves no epoch after warmup_epochs={self.warmup_epochs}; "
+                            "the student would never be trained (raise --epochs or --set warmup_epochs=...)")
+        resolve_device(self.device)
 
-def _parse_value(text: str, typ: Any, key: str) -> Any:
+
+RUN_FIELDS = frozenset(f.name for f in fields(RunConfig))
+
+
+def resolve_device(name: str):
+    """``auto`` is CUDA where there is one, else the CPU; ``cuda`` without one is a
+    ``UserError``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; accepted: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def check_namespace(config_cls: type, owner: str) -> None:
+    """A method config field may not shadow a ``RunConfig`` field: one key, one knob.
+    A programmer error, raised when the method registers."""
+    clash = sorted(RUN_FIELDS & {f.name for f in fields(config_cls)})
+    if clash:
+        raise TypeError(f"{owner}: config field(s) {', '.join(clash)} of {config_cls.__name__} shadow RunConfig "
+                        "fields; rename them (e.g. deepinv's pixel learning rate is lr_x, not lr)")
+
+
+def _accepted(typ: Any) -> str:
+    return ", ".join(map(str, typing.get_args(typ)))
+
+
+def _optional(typ: Any) -> tuple[Any, bool]:
+    """(the type inside ``X | None``, whether None is allowed)."""
     origin = typing.get_origin(typ)
     if origin is typing.Union or str(origin) == "types.UnionType":
         args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if text.lower() in ("none", "null") and len(args) < len(typing.get_args(typ)):
-            return None
-        typ = args[0]
+        return args[0], len(args) < len(typing.get_args(typ))
+    return typ, False
+
+
+def _parse_value(text: str, typ: Any, key: str) -> Any:
+    typ, nullable = _optional(typ)
+    if nullable and text.lower() in ("none", "null"):
+        return None
+    origin = typing.get_origin(typ)
+    if origin is Literal:
+        if text not in typing.get_args(typ):
+            raise UserError(f"{key}={text!r}; accepted: {_accepted(typ)}")
+        return text
     try:
         if typ is bool:
             low = text.lower()
@@ -81,15 +147,12 @@ def _parse_value(text: str, typ: Any, key: str) -> Any:
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Check a value from YAML (already typed) against the field type."""
+    """Check a value from YAML or a preset (already typed) against the field type."""
     if isinstance(value, str):
         return _parse_value(value, typ, key)
-    base = typ
-    origin = typing.get_origin(typ)
-    if origin is typing.Union or str(origin) == "types.UnionType":
-        if value is None and type(None) in typing.get_args(typ):
-            return None
-        base = [a for a in typing.get_args(typ) if a is not type(None)][0]
+    base, nullable = _optional(typ)
+    if value is None and nullable:
+        return None
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typing.get_origin(base) in (tuple, list) and isinstance(value, (list, tuple)):
@@ -104,11 +167,23 @@ def field_types(cfg_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cfg_cls)}
 
 
-def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], source: str) -> tuple[RunConfig, Any]:
+def check_choices(cfg: Any, who: str) -> None:
+    """Every ``Literal`` field of ``cfg`` holds one of its choices (defaults and values
+    set in code included, not only ``--set``)."""
+    for name, typ in field_types(type(cfg)).items():
+        base, nullable = _optional(typ)
+        value = getattr(cfg, name)
+        if typing.get_origin(base) is Literal and value not in typing.get_args(base) and not (nullable and value is None):
+            raise UserError(f"{who}: {name}={value!r}; accepted: {_accepted(base)}")
+
+
+def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], source: str,
+                  renamed: dict[str, str] | None = None) -> tuple[RunConfig, Any]:
     """Apply ``changes`` (from a preset or ``--set``) to the two configs.
 
-    A key may be prefixed ``run.`` or ``method.`` when both configs have it; a bare key
-    goes to the method config first.
+    A bare key goes to whichever config has it (they share no names). ``run.key`` and
+    ``method.key`` say which one explicitly. ``renamed`` maps a method's old field names
+    to their new ones; using an old name is an error that names the new one.
     """
     run_types, method_types = field_types(type(run_cfg)), field_types(type(method_cfg))
     run_upd, method_upd = {}, {}
@@ -116,12 +191,16 @@ def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], 
         scope, _, key = raw_key.rpartition(".")
         if scope not in ("", "run", "method"):
             raise UserError(f"{source}: unknown scope in {raw_key!r}; use run.<key> or method.<key>")
+        if renamed and key in renamed and scope != "run":
+            where = f"; the student's {key} is run.{key}" if key in run_types else ""
+            raise UserError(f"{source}: {raw_key!r} was renamed {renamed[key]!r}{where}")
         if scope != "run" and key in method_types:
             method_upd[key] = _coerce(value, method_types[key], raw_key)
         elif scope != "method" and key in run_types:
             run_upd[key] = _coerce(value, run_types[key], raw_key)
         else:
-            known = ", ".join(sorted(set(run_types) | set(method_types)))
+            known = ", ".join(sorted(method_types if scope == "method" else run_types if scope == "run"
+                                     else set(run_types) | set(method_types)))
             raise UserError(f"{source}: unknown key {raw_key!r}; known keys: {known}")
     return dataclasses.replace(run_cfg, **run_upd), dataclasses.replace(method_cfg, **method_upd)
 
@@ -149,6 +228,3 @@ def load_preset_file(path: Path) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
-
-
-__all__ = ["RunConfig", "apply_changes", "parse_set_options", "load_preset_file", "to_dict", "field"]

@@ -16,6 +16,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -64,9 +65,6 @@ class Normalizer:
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
         return (x01 - self.mean) / self.std
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
-
     def from_uint8(self, x: torch.Tensor) -> torch.Tensor:
         return self(x.float() / 255.0)
 
@@ -94,16 +92,22 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch
     return x
 
 
+DecodeProgress = Callable[[str, int, int], None]  # (title, images decoded, total)
+
+
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False,
-                 cache: str | Path | None = None) -> DataBundle:
+                 cache: str | Path | None = None, progress: DecodeProgress | None = None) -> DataBundle:
     """``name`` is a registered data set, optionally ``kind:ARGUMENT`` (``imagefolder:PATH``).
 
-    ``cache`` overrides the cache directory for loaders that decode files (they take a
-    ``cache`` keyword); loaders registered by plugins may leave it out."""
+    ``cache`` overrides the cache directory and ``progress`` hears about a first decode,
+    for loaders that decode files (they take ``cache`` and ``progress`` keywords);
+    loaders registered by plugins may leave them out."""
     loader = DATASETS.get(name.split(":", 1)[0])
     kwargs = {"name": name, "root": root, "download": download}
-    if cache is not None and "cache" in inspect.signature(loader).parameters:
-        kwargs["cache"] = cache
+    params = inspect.signature(loader).parameters
+    for key, value in (("cache", cache), ("progress", progress)):
+        if value is not None and key in params:
+            kwargs[key] = value
     return loader(**kwargs)
 
 
@@ -173,7 +177,7 @@ def locate_cifar(name: str, root: str | Path | None) -> tuple[str, Path] | None:
     return None
 
 
-def _load_cifar(name: str, root, download: bool, cache) -> DataBundle:
+def _load_cifar(name: str, root, download: bool, cache, progress: DecodeProgress | None = None) -> DataBundle:
     spec = CIFAR[name]
     found = locate_cifar(name, root)
     if found is None:
@@ -192,7 +196,7 @@ def _load_cifar(name: str, root, download: bool, cache) -> DataBundle:
                                   lambda: _read_torchvision(name, where), cache)
         source = f"torchvision batches at {(where / spec.batches_folder).resolve()}"
     else:
-        tensors = _imagefolder_tensors(where, cache, expect_classes=(name, spec.num_classes))
+        tensors = _imagefolder_tensors(where, cache, expect_classes=(name, spec.num_classes), progress=progress)
         source = f"ImageFolder at {where.resolve()}"
     return DataBundle(
         name=name, train_images=tensors["train_images"], train_labels=tensors["train_labels"],
@@ -230,21 +234,24 @@ def _read_torchvision(name: str, tv_root: Path) -> dict:
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(name: str = "cifar10", root=None, download: bool = False, cache=None) -> DataBundle:
+def load_cifar10(name: str = "cifar10", root=None, download: bool = False, cache=None,
+                 progress: DecodeProgress | None = None) -> DataBundle:
     """CIFAR-10 (10 classes, 32x32): torchvision's batches, or an ImageFolder copy."""
-    return _load_cifar("cifar10", root, download, cache)
+    return _load_cifar("cifar10", root, download, cache, progress)
 
 
 @DATASETS.register("cifar100")
-def load_cifar100(name: str = "cifar100", root=None, download: bool = False, cache=None) -> DataBundle:
+def load_cifar100(name: str = "cifar100", root=None, download: bool = False, cache=None,
+                  progress: DecodeProgress | None = None) -> DataBundle:
     """CIFAR-100 (100 classes, 32x32): torchvision's batches, or an ImageFolder copy."""
-    return _load_cifar("cifar100", root, download, cache)
+    return _load_cifar("cifar100", root, download, cache, progress)
 
 
 # --- ImageFolder -------------------------------------------------------------------
 
 @DATASETS.register("imagefolder")
-def load_imagefolder(name: str, root=None, download: bool = False, cache=None) -> DataBundle:
+def load_imagefolder(name: str, root=None, download: bool = False, cache=None,
+                     progress: DecodeProgress | None = None) -> DataBundle:
     """imagefolder:PATH, any folder of train/<class>/ and test/<class>/ images of one size.
 
     Classes are the sorted folder names (torchvision's ImageFolder order); ``val/`` stands
@@ -258,7 +265,7 @@ def load_imagefolder(name: str, root=None, download: bool = False, cache=None) -
     if not (folder / "train").is_dir() or _test_split_dir(folder) is None:
         raise UserError(f"imagefolder:{arg}: expected {folder}/train/<class>/ and {folder}/test/<class>/ "
                         "folders of images")
-    tensors = _imagefolder_tensors(folder, cache)
+    tensors = _imagefolder_tensors(folder, cache, progress=progress)
     height = tensors["train_images"].shape[2]
     return DataBundle(
         name=f"imagefolder:{folder.resolve()}", train_images=tensors["train_images"],
@@ -322,7 +329,8 @@ def _listing_key(folder: Path, files: list[str] | None = None) -> str:
     return h.hexdigest()
 
 
-def _imagefolder_tensors(folder: Path, cache, expect_classes: tuple[str, int] | None = None) -> dict:
+def _imagefolder_tensors(folder: Path, cache, expect_classes: tuple[str, int] | None = None,
+                         progress: DecodeProgress | None = None) -> dict:
     """``expect_classes`` (data set name, class count) is checked before anything is decoded."""
     classes, splits = _imagefolder_listing(folder)
     if expect_classes and len(classes) != expect_classes[1]:
@@ -334,7 +342,7 @@ def _imagefolder_tensors(folder: Path, cache, expect_classes: tuple[str, int] | 
     def build() -> dict:
         out: dict = {"class_names": classes}
         for split, (files, labels) in splits.items():
-            out[f"{split}_images"] = decode_images(files, f"decoding {folder.name}/{split}")
+            out[f"{split}_images"] = decode_images(files, f"decoding {folder.name}/{split}", progress=progress)
             out[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
         channels = {out["train_images"].shape[1], out["test_images"].shape[1]}
         if channels == {1, 3}:  # a grey split beside a colour one: make both colour
@@ -391,38 +399,36 @@ def _worker_count(n_files: int) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def decode_images(files: list[str], title: str = "decoding", chunk: int = 500) -> torch.Tensor:
+def decode_images(files: list[str], title: str = "decoding", chunk: int = 500,
+                  progress: DecodeProgress | None = None) -> torch.Tensor:
     """Decode image files into one uint8 N,C,H,W tensor, in a few worker processes (PIL
-    holds the GIL for much of a small image's decode, so threads barely help), with a
-    rich progress bar on stderr. Every image must have the same size."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    holds the GIL for much of a small image's decode, so threads barely help), telling
+    ``progress(title, done, total)`` after each chunk. Every image must have the same size."""
+    report = progress or (lambda title, done, total: None)
     chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     workers = _worker_count(len(files))
     result: list[list | None] = [None] * len(chunks)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=False)
+    done = 0
     if workers == 1:
-        with progress:
-            task = progress.add_task(title, total=len(files))
-            for i, c in enumerate(chunks):
-                result[i] = _decode_chunk(c)
-                progress.advance(task, len(c))
+        report(title, 0, len(files))
+        for i, c in enumerate(chunks):
+            result[i] = _decode_chunk(c)
+            done += len(c)
+            report(title, done, len(files))
     else:
         # fork starts workers without re-importing torch; they only run PIL and numpy.
-        # Every job is submitted before the progress bar's refresh thread starts, so no
-        # worker is forked while that thread holds a lock.
+        # Every job is submitted before the first report, so no worker is forked while
+        # a display's refresh thread starts.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = {pool.submit(_decode_chunk, c): i for i, c in enumerate(chunks)}
-            with progress:
-                task = progress.add_task(title, total=len(files))
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    result[i] = fut.result()
-                    progress.advance(task, len(chunks[i]))
+            report(title, 0, len(files))
+            for fut in as_completed(futures):
+                i = futures[fut]
+                result[i] = fut.result()
+                done += len(chunks[i])
+                report(title, done, len(files))
     first = None
     for part in result:
         for arr in part:

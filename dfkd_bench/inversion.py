@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
+
 
 class BNStatsHook:
     """Forward hook on a teacher ``BatchNorm2d``: the distance between the statistics of
@@ -57,8 +59,14 @@ class BNStatsHook:
         self.handle.remove()
 
 
-def bn_hooks(model: nn.Module, momentum: float = 0.0) -> list[BNStatsHook]:
-    return [BNStatsHook(m, momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+def bn_hooks(model: nn.Module, method: str, momentum: float = 0.0, hook=BNStatsHook) -> list[BNStatsHook]:
+    """A ``hook`` on every ``BatchNorm2d`` of ``model`` (the teacher); a teacher without
+    any is a ``UserError`` naming ``method``, whose BN-statistics loss needs them."""
+    hooks = [hook(m, momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not hooks:
+        raise UserError(f"{method}: the teacher has no BatchNorm2d layers, and this method's BN-statistics "
+                        "loss needs them; choose a teacher with BatchNorm (or a method without that loss)")
+    return hooks
 
 
 def bn_loss(hooks: list[BNStatsHook]) -> torch.Tensor:

@@ -14,13 +14,16 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .config import RunConfig
+from .config import RunConfig, check_namespace
 from .data import Normalizer
 from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
 from .registry import METHODS
 
 POOL, ONLINE, REAL = "pool", "online", "real"
+# The run budget of every method's ``smoke`` preset: the registry-driven tests run each
+# method end to end on it (a method adds its own tiny synthesis budget).
+SMOKE_RUN = {"epochs": 2, "batch_size": 8, "kd_steps": 3}
 
 
 @dataclass
@@ -54,12 +57,18 @@ class Method:
     """Base class of every method. Subclasses set ``name``, ``config_cls`` and
     ``presets`` and implement ``synthesize`` (unless ``mode`` is ``real``).
 
-    ``mode`` says how the harness feeds the student:
+    ``mode`` names the harness's feed (``dfkd_bench.feeds``) that gives the student its
+    batches:
     - ``pool``: once an epoch ``synthesize`` returns a batch for the sample pool; the
       student then takes ``steps_per_epoch`` mini-batches from the pool;
     - ``online``: ``synthesize`` is called before every student step and its batch is
       used once (DAFL, DFAD, ZSKT, DFQ);
     - ``real``: the harness feeds batches of real training data (baselines only).
+
+    ``presets`` map a name to changes of the method's and the run's fields (one
+    namespace); every built-in method has a ``smoke`` preset, its tiny test budget.
+    ``renamed`` maps old config field names to new ones, so an old key in a preset file
+    or ``--set`` is an error that names its successor.
     """
 
     name: ClassVar[str] = ""
@@ -69,6 +78,7 @@ class Method:
     # is defined by its buffer size, so it sets a data scale).
     run_defaults: ClassVar[dict[str, Any]] = {}
     mode: ClassVar[str] = POOL
+    renamed: ClassVar[dict[str, str]] = {}
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg
@@ -151,9 +161,11 @@ class OnlineGeneratorMethod(Method):
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: register a method under its ``name``."""
+    """Class decorator: register a method under its ``name``, after checking that its
+    config shares no field name with ``RunConfig``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    check_namespace(cls.config_cls, f"method {cls.name}")
     METHODS.register(cls.name, cls)
     return cls
 

@@ -1,5 +1,12 @@
 """The synthetic-sample pool that pool-based methods (DeepInv, CMI, Fast) fill each
-epoch and the student samples from. Priority replay (SSD-KD) lives beside it."""
+epoch and the student samples from. Priority replay (SSD-KD) lives beside it.
+
+A pool holds per-sample tensors by name. Fields fixed when a sample is added (its
+image, label, teacher class) are persisted once, by the harness, as append-only shards
+(``take_unsaved`` hands over what is new since the last call); fields that change during
+a run (priorities) are part of ``state_dict``. So a checkpoint costs the same whatever
+the pool's size.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,29 +19,41 @@ class SamplePool:
     runs. With a capacity (the data scale) the oldest samples are evicted first.
     """
 
+    fixed_fields: tuple[str, ...] = ("images", "labels")
+    mutable_fields: tuple[str, ...] = ()
+
     def __init__(self, capacity: int = 0):
         self.capacity = capacity
-        self.images: torch.Tensor | None = None
-        self.labels: torch.Tensor | None = None
+        self.data: dict[str, torch.Tensor] = {}
+        self.unsaved = 0  # newest samples not yet handed to ``take_unsaved``
+
+    @property
+    def images(self) -> torch.Tensor | None:
+        return self.data.get("images")
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        return self.data.get("labels")
 
     def __len__(self) -> int:
         return 0 if self.images is None else self.images.shape[0]
 
     def add(self, images: torch.Tensor, labels: torch.Tensor | None = None, meta: dict | None = None) -> None:
-        images = images.detach()
-        if self.images is None:
-            self.images = images.clone()
-            self.labels = None if labels is None else labels.detach().clone()
-        else:
-            self.images = torch.cat([self.images, images])
-            if self.labels is not None and labels is not None:
-                self.labels = torch.cat([self.labels, labels.detach()])
-            else:
-                self.labels = None
+        self._append({"images": images, "labels": labels})
+
+    def _append(self, new: dict[str, torch.Tensor | None]) -> None:
+        """Append per-sample tensors; a field missing (None) from any add is dropped for
+        the whole pool (a pool is labelled only if every sample is)."""
+        first = not self.data
+        for name, value in new.items():
+            if value is None or (not first and name not in self.data):
+                self.data.pop(name, None)
+                continue
+            value = value.detach()
+            self.data[name] = value.clone() if first else torch.cat([self.data[name], value])
         if self.capacity and len(self) > self.capacity:
-            self.images = self.images[-self.capacity:]
-            if self.labels is not None:
-                self.labels = self.labels[-self.capacity:]
+            self.data = {k: v[-self.capacity:] for k, v in self.data.items()}
+        self.unsaved = min(len(self), self.unsaved + new["images"].shape[0])
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None, **_):
         """A uniform random mini-batch ``(images, labels, meta)``, with replacement only
@@ -49,13 +68,28 @@ class SamplePool:
         idx = idx.to(self.images.device)
         return self.images[idx], None if self.labels is None else self.labels[idx], {"index": idx}
 
-    def state_dict(self) -> dict:
-        return {"capacity": self.capacity, "images": self.images, "labels": self.labels}
+    # --- persistence -------------------------------------------------------------
+    def take_unsaved(self) -> dict[str, torch.Tensor] | None:
+        """The fixed fields of the samples added since the last call (None if none)."""
+        k, self.unsaved = self.unsaved, 0
+        if not k:
+            return None
+        return {name: self.data[name][-k:] for name in self.fixed_fields if name in self.data}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.capacity = state["capacity"]
-        self.images = state["images"]
-        self.labels = state["labels"]
+    def state_dict(self) -> dict:
+        """What changes during a run: size and the mutable fields (not the images)."""
+        return {"capacity": self.capacity, "size": len(self),
+                **{name: self.data.get(name) for name in self.mutable_fields}}
+
+    def restore(self, fixed: dict[str, torch.Tensor], state: dict, device: torch.device | str = "cpu") -> None:
+        """Rebuild the pool from its persisted fixed fields (at least the last ``size``
+        samples ever added, oldest first) and ``state_dict``'s mutable ones."""
+        self.capacity, size = state["capacity"], state["size"]
+        self.data = {name: t[len(t) - size:].to(device) for name, t in fixed.items() if t is not None}
+        for name in self.mutable_fields:
+            if state.get(name) is not None:
+                self.data[name] = state[name].to(device)
+        self.unsaved = 0
 
 
 class PriorityReplay(SamplePool):
@@ -68,11 +102,20 @@ class PriorityReplay(SamplePool):
     the largest weight in the buffer. ``alpha = 0`` is uniform sampling.
     """
 
+    fixed_fields = ("images", "labels", "teacher_classes")
+    mutable_fields = ("priorities",)
+
     def __init__(self, capacity: int = 0, alpha: float = 0.6, eps: float = 1e-6):
         super().__init__(capacity)
         self.alpha, self.eps = alpha, eps
-        self.priorities: torch.Tensor | None = None
-        self.teacher_classes: torch.Tensor | None = None
+
+    @property
+    def priorities(self) -> torch.Tensor | None:
+        return self.data.get("priorities")
+
+    @property
+    def teacher_classes(self) -> torch.Tensor | None:
+        return self.data.get("teacher_classes")
 
     def add(self, images: torch.Tensor, labels: torch.Tensor | None = None, meta: dict | None = None) -> None:
         meta = meta or {}
@@ -81,12 +124,7 @@ class PriorityReplay(SamplePool):
         prio = torch.ones(n, device=images.device) if prio is None else prio.detach().float().to(images.device)
         cls = meta.get("teacher_class")
         cls = torch.full((n,), -1, dtype=torch.long, device=images.device) if cls is None else cls.detach().to(images.device)
-        self.priorities = prio.clone() if self.priorities is None else torch.cat([self.priorities, prio])
-        self.teacher_classes = cls.clone() if self.teacher_classes is None else torch.cat([self.teacher_classes, cls])
-        super().add(images, labels)
-        if self.capacity and self.priorities.shape[0] > self.capacity:
-            self.priorities = self.priorities[-self.capacity:]
-            self.teacher_classes = self.teacher_classes[-self.capacity:]
+        self._append({"images": images, "labels": labels, "priorities": prio, "teacher_classes": cls})
 
     def probabilities(self) -> torch.Tensor:
         scaled = (self.priorities.abs() + self.eps) ** self.alpha
@@ -134,12 +172,3 @@ class PriorityReplay(SamplePool):
         if self.teacher_classes is None or not len(self):
             return torch.zeros(classes.shape[0], device=classes.device)
         return (self.teacher_classes[None, :] == classes[:, None].to(self.teacher_classes.device)).float().mean(1).to(classes.device)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "priorities": self.priorities, "teacher_classes": self.teacher_classes,
-                "alpha": self.alpha, "eps": self.eps}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.priorities, self.teacher_classes = state["priorities"], state["teacher_classes"]
-        self.alpha, self.eps = state["alpha"], state["eps"]

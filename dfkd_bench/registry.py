@@ -1,12 +1,15 @@
-"""Named registries (methods, models, data sets, pairs) and plugin discovery.
+"""Named registries (methods, models, data sets, pairs, feeds) and method discovery.
 
 A miss lists the known names, so a typo on the command line gets an answer, not a
-KeyError. Built-in methods register through the same entry-point group
-(``dfkd_bench.methods``) that outside plugins use.
+KeyError. Built-in methods are found by importing every module of the packages
+``dfkd_bench.methods`` and ``dfkd_bench.baselines`` (a new file there is a new method,
+no metadata to edit); outside packages advertise theirs in the ``dfkd_bench.methods``
+entry-point group, and one that fails to load is reported, not fatal.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -15,6 +18,7 @@ from .errors import UserError
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "dfkd_bench.methods"
+BUILTIN_PACKAGES = ("dfkd_bench.methods", "dfkd_bench.baselines")
 
 
 class Registry(Generic[T]):
@@ -57,24 +61,45 @@ MODELS: Registry[Callable] = Registry("model")
 DATASETS: Registry[Callable] = Registry("data set")
 PAIRS: Registry = Registry("pair")
 
+# One line per outside plugin that failed to load; the CLI prints them as warnings.
+PLUGIN_ERRORS: list[str] = []
 _discovered = False
 
 
-def discover_methods() -> None:
-    """Import every method advertised in the ``dfkd_bench.methods`` entry-point group.
+def import_package_modules(package: str) -> list[str]:
+    """Import every module of ``package`` (each registers what it defines); returns
+    their names."""
+    pkg = importlib.import_module(package)
+    names = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+            names.append(info.name)
+    return names
 
-    An entry point names either a Method subclass or a module that registers
-    methods on import; both work because loading it imports the module.
-    """
+
+def discover_methods() -> None:
+    """Register the built-in methods (package import) and the outside plugins (entry
+    points; one that raises on import is recorded in ``PLUGIN_ERRORS``, once)."""
     global _discovered
     if _discovered:
         return
     _discovered = True
+    for package in BUILTIN_PACKAGES:
+        import_package_modules(package)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001  (a broken plugin must not break the other commands)
+            dist = getattr(ep.dist, "name", "?")
+            PLUGIN_ERRORS.append(f"plugin {ep.name!r} ({ep.value}, package {dist}) failed to load: "
+                                 f"{type(exc).__name__}: {exc}".splitlines()[0])
+            continue
         name = getattr(obj, "name", None)
         if isinstance(obj, type) and name and name not in METHODS:
-            METHODS.register(name, obj)
+            from .method import register_method
+
+            register_method(obj)
 
 
 def load_plugin(module: str) -> None:

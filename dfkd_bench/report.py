@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import store
+from .summary import RunSummary
 
 GROUP = ["dataset", "pair", "label", "data_scale"]
 
@@ -15,12 +16,9 @@ def load_summaries(root: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(root).rglob(store.SUMMARY)):
         try:
-            s = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            rows.append(RunSummary.from_json(json.loads(path.read_text())).row())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
-        flat = {k: v for k, v in s.items() if not isinstance(v, dict)}
-        flat.update({f"seconds_{k}": v for k, v in s.get("seconds", {}).items()})
-        rows.append(flat)
     return pd.DataFrame(rows)
 
 

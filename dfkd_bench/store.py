@@ -1,6 +1,6 @@
-"""Run directories: resolved config, environment, metrics.jsonl, summary.json and a
-resumable checkpoint. Every write goes to a temporary file that is then renamed over
-the target, so a crash mid-write leaves the previous version intact."""
+"""Run directories: resolved config, environment, metrics.jsonl, summary.json, a
+resumable checkpoint and the pool's shards. Every write goes to a temporary file that is
+then renamed over the target, so a crash mid-write leaves the previous version intact."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .summary import RunSummary
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+POOL_DIR = "pool"
 
 
 def _current_umask() -> int:
@@ -92,20 +94,29 @@ class RunDir:
     def __init__(self, root: Path, name: str):
         self.path = Path(root) / name
 
-    def create(self) -> None:
+    def create(self, fresh: bool = False) -> None:
+        """Make the directory; ``fresh`` (``--force``) first removes the previous attempt's
+        checkpoint, metrics and pool shards."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for stale in (CHECKPOINT, METRICS):
+                self.file(stale).unlink(missing_ok=True)
+            self.shards().prune(keep=set())
 
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def summary(self) -> dict | None:
+    def summary(self) -> RunSummary | None:
         try:
-            return read_json(self.file(SUMMARY))
-        except (OSError, json.JSONDecodeError):
+            return RunSummary.from_json(read_json(self.file(SUMMARY)))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def write_summary(self, summary: dict) -> None:
-        atomic_write_json(self.file(SUMMARY), summary)
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_json(self.file(SUMMARY), summary.to_json())
+
+    def shards(self) -> "ShardStore":
+        return ShardStore(self.path / POOL_DIR)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.file(name), obj)
@@ -144,6 +155,28 @@ class RunDir:
         if not path.exists():
             return None
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class ShardStore:
+    """Append-only tensor files in one folder (a pool's images, written once each):
+    atomic writes, loads that never execute code, and pruning of the files a checkpoint
+    no longer names."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(self.path / name, {k: v.detach().cpu() for k, v in tensors.items()})
+
+    def read(self, name: str) -> dict[str, torch.Tensor]:
+        return torch.load(self.path / name, map_location="cpu", weights_only=True)
+
+    def prune(self, keep: set[str]) -> None:
+        if self.path.is_dir():
+            for f in self.path.iterdir():
+                if f.name not in keep:
+                    f.unlink(missing_ok=True)
 
 
 def _git(*args: str) -> str | None:

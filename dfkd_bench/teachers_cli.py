@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli import console
+from .config import resolve_device
+from .console import DataProgress, console, progress_bar
 from .data import load_dataset
 from .errors import UserError
 from .paths import cache_dir
@@ -68,9 +68,14 @@ def _check_names(args) -> None:
         MODELS.get(args.arch)
 
 
-def _device(args):
-    from .harness import resolve_device
+def _load_data(args):
+    """The data set, with a bar while it is decoded for the first time."""
+    with progress_bar() as bar:
+        return load_dataset(args.dataset, args.data_root, args.download, cache=args.cache_dir,
+                            progress=DataProgress(bar).data_progress)
 
+
+def _device(args):
     return resolve_device(args.device)
 
 
@@ -129,16 +134,14 @@ def cmd_train(args) -> int:
     if args.eval_every < 0:
         raise UserError(f"--eval-every {args.eval_every}: expected 0 (last epoch only) or a positive integer")
     device = _device(args)
-    data = load_dataset(args.dataset, args.data_root, args.download, cache=args.cache_dir)
+    data = _load_data(args)
     _refuse_existing(data.name, args, "train")
     recipe = TrainRecipe.for_dataset(data.name)
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
                   f"{len(data.train_labels):,} images) on {device}: {recipe.summary()}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
+    with progress_bar() as bar:
         epochs = bar.add_task("epochs", total=recipe.epochs, info="")
         steps = bar.add_task("  steps", total=1, info="")
 
@@ -168,7 +171,7 @@ def cmd_import(args) -> int:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist or is not a file")
     device = _device(args)
-    data = load_dataset(args.dataset, args.data_root, args.download, cache=args.cache_dir)
+    data = _load_data(args)
     _refuse_existing(data.name, args, "import")
     meta = import_teacher(path, args.dataset, args.arch, args.cache_dir, device=device, data=data)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.inversion import kd_loss, top_class_share
-from dfkd_bench.method import Batch, OnlineGeneratorMethod, register_method
+from dfkd_bench.method import SMOKE_RUN, Batch, OnlineGeneratorMethod, register_method
 
 
 class AdversarialGame(OnlineGeneratorMethod):
@@ -64,6 +64,7 @@ class DFAD(AdversarialGame):
         # At this budget DFAD stays at chance, 2.3x longer too: its generator starts
         # one-class to the teacher and the game never leaves that (reports/cpu-baseline.md).
         "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def discrepancy(self, s_out, t_out):
@@ -111,6 +112,7 @@ class ZSKT(AdversarialGame):
         # the game alone, without DFQ's priors, gives no samples that transfer to real
         # images (reports/cpu-baseline.md).
         "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def discrepancy(self, s_out, t_out):

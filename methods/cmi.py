@@ -14,15 +14,15 @@ of each round enters the pool and its features enter the bank.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfkd_bench.errors import UserError
-from dfkd_bench.inversion import (BNStatsHook, KeepBest, adversarial_kl_agree, bn_loss, generator_for, info_nce,
-                                  js_divergence, random_resized_crop, random_targets)
-from dfkd_bench.method import Batch, Method, register_method
+from dfkd_bench.inversion import (BNStatsHook, KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for,
+                                  info_nce, js_divergence, random_resized_crop, random_targets)
+from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_layers
 
 
@@ -45,7 +45,7 @@ class CMIConfig:
     bn: float = 1.0  # paper
     oh: float = 1.0  # paper
     adv: float = 0.5  # paper
-    adv_loss: str = "kl"  # "kl": KL where teacher and student agree (reference code); "js": -JS at adv_T
+    adv_loss: Literal["kl", "js"] = "kl"  # "kl": KL where teacher and student agree (reference code); "js": -JS at adv_T
     adv_T: float = 3.0  # temperature of the "js" variant (as DeepInv's)
     cr: float = 0.8  # contrastive weight (paper)
     cr_T: float = 0.2  # InfoNCE temperature (paper)
@@ -72,15 +72,12 @@ class CMI(Method):
         # (estimated from per-step timings, as Fast's cpu presets).
         "cpu": {"steps": 20, "synth_batch": 64, "bank_size": 2048, "n_neg": 512, "batch_size": 128,
                 "kd_steps": 40, "epochs": 20, "lr": 0.1, "T": 20.0},
+        "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16, "bank_size": 64, "n_neg": 16},
     }
 
     def __init__(self, cfg: CMIConfig, ctx):
         super().__init__(cfg, ctx)
-        if cfg.adv_loss not in ("kl", "js"):
-            raise UserError(f"cmi: adv_loss={cfg.adv_loss!r}; accepted: kl, js")
-        self.hooks = [InstanceFeatureHook(m) for m in ctx.teacher.modules() if isinstance(m, nn.BatchNorm2d)]
-        if not self.hooks:
-            raise ValueError("CMI needs a teacher with BatchNorm2d layers")
+        self.hooks = bn_hooks(ctx.teacher, self.name, hook=InstanceFeatureHook)
         feature_dim = sum(h.module.num_features for h in self.hooks)
         self.generator = generator_for(ctx, cfg.nz).train()
         self.head = nn.Sequential(nn.Linear(feature_dim, cfg.head_dim), nn.ReLU(inplace=True),

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.inversion import information_entropy_loss, top_class_share
-from dfkd_bench.method import OnlineGeneratorMethod, register_method
+from dfkd_bench.method import SMOKE_RUN, OnlineGeneratorMethod, register_method
 
 
 @dataclass
@@ -47,6 +47,7 @@ class DAFL(OnlineGeneratorMethod):
         # cores, estimated from single-thread timings of each forward/backward scaled
         # to 2 cores: ~1.9 s a step at batch 128 (a generator step before each one).
         "cpu": {"epochs": 10, "kd_steps": 32, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.inversion import bn_hooks, bn_loss, information_entropy_loss, top_class_share
-from dfkd_bench.method import register_method
+from dfkd_bench.method import SMOKE_RUN, register_method
 from dfkd_bench.methods.adversarial import ZSKT
 
 
@@ -60,13 +60,12 @@ class DFQ(ZSKT):
         # constant and it stays at chance (resnet20 -> resnet8: 10.01% without, 38.63 /
         # 38.75% with, seeds 0 / 1; reports/cpu-baseline.md).
         "cpu": {"epochs": 11, "warmup_epochs": 1, "kd_steps": 70, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def __init__(self, cfg: DFQConfig, ctx):
         super().__init__(cfg, ctx)
-        self.hooks = bn_hooks(ctx.teacher) if cfg.bn > 0 else []
-        if cfg.bn > 0 and not self.hooks:
-            raise ValueError("DFQ's BN-statistics loss needs a teacher with BatchNorm2d layers (or bn=0)")
+        self.hooks = bn_hooks(ctx.teacher, f"{self.name} (or bn=0)") if cfg.bn > 0 else []
 
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from dfkd_bench.errors import UserError
 from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
-from dfkd_bench.method import Batch, Method, register_method
+from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_layers
 
 
@@ -41,7 +42,7 @@ class FastConfig:
     oh: float = 0.5  # one-hot CE weight (paper, resnet34 -> resnet18)
     adv: float = 1.33  # adversarial weight (paper, resnet34 -> resnet18)
     bn_mmt: float = 0.9  # moving average of earlier rounds' BN statistics (paper)
-    meta: str = "maml"  # first-order MAML (paper's default) or "reptile"
+    meta: Literal["maml", "reptile"] = "maml"  # first-order MAML (paper's default) or Reptile
     reptile_step: float = 0.5  # Reptile: share of the way to the copy a round moves (our choice)
     reset_l0: bool = True  # re-initialise l1 and the first BN once (paper)
     reset_round: int = 120  # ...at this many rounds after the warm-up (paper)
@@ -73,17 +74,14 @@ class Fast(Method):
     name = "fast"
     config_cls = FastConfig
     presets = {**{f"fast{n}": _variant(n, z, g, **_PAPER) for n, (z, g) in _STEPS.items()},
-               **{f"fast{n}-cpu": _variant(n, z, g, **_CPU) for n, (z, g) in _STEPS.items()}}
+               **{f"fast{n}-cpu": _variant(n, z, g, **_CPU) for n, (z, g) in _STEPS.items()},
+               "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16}}
 
     def __init__(self, cfg: FastConfig, ctx):
         super().__init__(cfg, ctx)
-        if cfg.meta not in ("maml", "reptile"):
-            raise UserError(f"fast: meta={cfg.meta!r}; accepted: maml, reptile")
         if cfg.steps < 1:
-            raise UserError(f"fast: steps={cfg.steps}; expected a positive integer")
-        self.hooks = bn_hooks(ctx.teacher, cfg.bn_mmt)
-        if not self.hooks:
-            raise ValueError("Fast needs a teacher with BatchNorm2d layers")
+            raise UserError(f"{self.name}: steps={cfg.steps}; expected a positive integer")
+        self.hooks = bn_hooks(ctx.teacher, self.name, cfg.bn_mmt)
         self.generator = generator_for(ctx, cfg.nz).train()
         # One persistent module for the per-round copy, so cost hooks stay on it.
         self.fast_generator = copy.deepcopy(self.generator)

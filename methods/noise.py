@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dfkd_bench.method import ONLINE, Batch, Method, register_method
+from dfkd_bench.method import ONLINE, SMOKE_RUN, Batch, Method, register_method
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Noise(Method):
         # The student-step budget of the zskt/dfq cpu presets (about 5 minutes for
         # wrn16_2->wrn16_1 at 32x32 on 2 CPU cores: no generator to run).
         "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128},
+        "smoke": SMOKE_RUN,
     }
 
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:

@@ -31,13 +31,13 @@ are settings for that, off by default so the defaults stay the paper's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.errors import UserError
 from dfkd_bench.inversion import kd_loss
-from dfkd_bench.method import Batch, register_method
+from dfkd_bench.method import SMOKE_RUN, Batch, register_method
 from dfkd_bench.pool import PriorityReplay
 
 from .fast import _CPU, _PAPER, Fast, FastConfig
@@ -56,8 +56,8 @@ class SSDKDConfig(FastConfig):
     priority_sampling: bool = True  # Table 4 "PS"; off: uniform sampling and unit weights
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
-    task_target: str = "teacher"  # L_Task's labels: the teacher's prediction (Sec. 3.1) or "random"
-    is_norm: str = "buffer"  # IS weights divided by the buffer-wide max weight (Eq. 5 as in
+    task_target: Literal["teacher", "random"] = "teacher"  # L_Task's labels: the teacher's prediction (Sec. 3.1) or "random"
+    is_norm: Literal["buffer", "batch", "mean"] = "buffer"  # IS weights divided by the buffer-wide max weight (Eq. 5 as in
     # prioritised replay); "batch": by the batch max; "mean": by the batch mean (see issue 5's note)
     phi_normalise: bool = False  # divide phi by its batch mean: reweight samples without shrinking
     # the task term (not in the paper; off by default; see the note on issue 5's digits runs)
@@ -86,12 +86,12 @@ class SSDKD(Fast):
         "cpu": _SSD_CPU,
         **{name: changes for name, changes in _ABLATIONS.items()},
         **{f"{name}-cpu": {**_SSD_CPU, **changes} for name, changes in _ABLATIONS.items()},
+        # a 24-sample buffer: 16 new samples an epoch, so the second epoch evicts
+        "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16, "data_scale": 24},
     }
 
     def __init__(self, cfg: SSDKDConfig, ctx):
         super().__init__(cfg, ctx)
-        if cfg.is_norm not in PriorityReplay.IS_NORMS:
-            raise UserError(f"ssdkd: is_norm={cfg.is_norm!r}; accepted: {', '.join(PriorityReplay.IS_NORMS)}")
         self.buffer: PriorityReplay | None = None
 
     # --- inversion: phi(x) * L_Task ------------------------------------------------

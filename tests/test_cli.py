@@ -114,12 +114,17 @@ def test_sigterm_records_the_run_as_interrupted_and_it_resumes(capsys, tmp_path,
 
 
 def test_preset_names_resolve_to_their_method(capsys):
-    from dfkd_bench.cli import resolve_method
+    from dfkd_bench.errors import UserError
+    from dfkd_bench.plan import resolve_method
 
     cls, preset = resolve_method("deepinv", None)
     assert cls.name == "deepinv" and preset is None
     cls, preset = resolve_method("fast10", None)
     assert cls.name == "fast" and preset == "fast10"
+    cls, preset = resolve_method("fast:fast2-cpu", "paper")  # the entry's own preset wins
+    assert cls.name == "fast" and preset == "fast2-cpu"
+    with pytest.raises(UserError, match="'cpu' is a preset of several methods .*, e.g. cmi:cpu"):
+        resolve_method("cpu", None)
 
 
 def test_method_scoped_set_reaches_only_that_method():

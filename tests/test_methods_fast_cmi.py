@@ -171,28 +171,24 @@ def test_state_dict_round_trip_reproduces_the_next_round(make):
 # Fast's reset_l0 falls at round 2 + warm-up 1 = epoch 2, after the cut: the round counter must resume.
 @pytest.mark.parametrize("method,changes", [("fast", {"reset_round": 2}), ("cmi", {})])
 def test_harness_resume_matches_uninterrupted(method, changes, tiny_zoo, tmp_path):
-    from dfkd_bench import harness, store
-    from dfkd_bench.registry import METHODS
+    from dfkd_bench import harness
+    from tests.helpers import StopAfter, checkpoint, same_tensors, smoke_spec
 
     def spec(out):
-        cfg = METHODS.get(method).config_cls(steps=2, synth_batch=8, nz=16, **changes)
-        run = RunConfig(epochs=4, batch_size=8, kd_steps=2, warmup_epochs=1, device="cpu")
-        return harness.RunSpec(method=method, dataset="tiny", pair="cnn_s-cnn_s", seed=0, run=run,
-                               method_config=cfg, out=out)
+        return smoke_spec(method, out, epochs=4, **{"steps": 2, "synth_batch": 8, "nz": 16, "kd_steps": 2,
+                                                    "warmup_epochs": 1, **changes})
 
-    def interrupt(event, info):
-        if event == "epoch" and info["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    full = harness.run(spec(tmp_path / "full"), announce=lambda m: None)
+    full = harness.run(spec(tmp_path / "full"))
     with pytest.raises(KeyboardInterrupt):
-        harness.run(spec(tmp_path / "cut"), progress=interrupt, announce=lambda m: None)
-    resumed = harness.run(spec(tmp_path / "cut"), announce=lambda m: None)
-    assert resumed["status"] == "completed" and resumed["final_top1"] == full["final_top1"]
-    a = store.RunDir(tmp_path / "full", full["name"]).load_checkpoint()
-    b = store.RunDir(tmp_path / "cut", resumed["name"]).load_checkpoint()
-    assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
-    assert torch.equal(a["pool"]["images"], b["pool"]["images"])
+        harness.run(spec(tmp_path / "cut"), StopAfter(1))
+    resumed = harness.run(spec(tmp_path / "cut"))
+    assert resumed.status == "completed" and resumed.final_top1 == full.final_top1
+    a, b = checkpoint(full, tmp_path / "full"), checkpoint(resumed, tmp_path / "cut")
+    assert same_tensors(a["trainer"]["student"], b["trainer"]["student"])
+    assert a["feed"]["shards"] == b["feed"]["shards"] and len(a["feed"]["shards"]) == 4  # one a round
+    for name, _ in a["feed"]["shards"]:
+        assert same_tensors(torch.load(tmp_path / "full" / full.name / "pool" / name, weights_only=True),
+                            torch.load(tmp_path / "cut" / full.name / "pool" / name, weights_only=True))
 
 
 def test_keep_best_keeps_the_lowest_loss_step_on_device_first_on_ties():

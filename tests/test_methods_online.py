@@ -19,6 +19,7 @@ from dfkd_bench.inversion import frozen, information_entropy_loss, kd_loss, top_
 from dfkd_bench.method import ONLINE, MethodContext
 from dfkd_bench.models import build_model
 from dfkd_bench.registry import METHODS
+from tests.helpers import StopAfter, checkpoint, same_tensors, smoke_spec
 
 ONLINE_METHODS = ["dafl", "dfad", "zskt", "dfq", "noise"]
 GENERATOR_METHODS = ["dafl", "dfad", "zskt", "dfq"]
@@ -233,32 +234,22 @@ def test_noise_batches_are_clamped_gaussian():
     assert torch.equal(x, ctx.normalizer.clamp(raw))
 
 
-def _spec(out, epochs: int) -> harness.RunSpec:
-    cls = METHODS.get("dfq")
-    run = RunConfig(epochs=epochs, batch_size=8, kd_steps=3, device="cpu")
+def _spec(out, epochs: int):
     # g_every 2 with 3 steps an epoch: generator steps straddle the epoch boundaries.
-    return harness.RunSpec(method="dfq", dataset="tiny", pair="cnn_s-cnn_s", seed=0, run=run,
-                           method_config=cls.config_cls(g_every=2), out=out)
+    return smoke_spec("dfq", out, epochs=epochs, g_every=2)
 
 
 def test_online_resume_after_interrupt_matches_uninterrupted(tiny_zoo, tmp_path):
-    full = harness.run(_spec(tmp_path / "full", 3), announce=lambda m: None)
-
-    def interrupt_after_epoch_0(event, info):
-        if event == "epoch" and info["epoch"] == 0:
-            raise KeyboardInterrupt
-
+    full = harness.run(_spec(tmp_path / "full", 3))
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        harness.run(_spec(out, 3), progress=interrupt_after_epoch_0, announce=lambda m: None)
-    resumed = harness.run(_spec(out, 3), announce=lambda m: None)
-    assert resumed["status"] == "completed" and resumed["final_top1"] == full["final_top1"]
-    assert resumed["generator_forward_images"] == full["generator_forward_images"] > 0
-    a = store.RunDir(tmp_path / "full", full["name"]).load_checkpoint()
-    b = store.RunDir(out, resumed["name"]).load_checkpoint()
+        harness.run(_spec(out, 3), StopAfter(0))
+    resumed = harness.run(_spec(out, 3))
+    assert resumed.status == "completed" and resumed.final_top1 == full.final_top1
+    assert resumed.costs["generator_forward_images"] == full.costs["generator_forward_images"] > 0
+    a, b = checkpoint(full, tmp_path / "full"), checkpoint(resumed, out)
     assert a["method"]["calls"] == b["method"]["calls"] == 9
-    assert all(torch.equal(a["student"][k], b["student"][k]) for k in a["student"])
-    ga, gb = a["method"]["generator"], b["method"]["generator"]
-    assert all(torch.equal(ga[k], gb[k]) for k in ga)
-    metrics = [json.loads(line) for line in (out / full["name"] / store.METRICS).read_text().splitlines()]
+    assert same_tensors(a["trainer"]["student"], b["trainer"]["student"])
+    assert same_tensors(a["method"]["generator"], b["method"]["generator"])
+    metrics = [json.loads(line) for line in (out / full.name / store.METRICS).read_text().splitlines()]
     assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [0, 1, 2]

@@ -96,11 +96,23 @@ def test_update_priorities_and_class_share():
     assert buf.class_share(torch.tensor([0, 1, 3])).tolist() == [0.5, 0.25, 0.0]
 
 
-def test_state_round_trip():
-    buf = filled([1.0, 2.0], classes=[0, 1])
+def test_state_round_trip_through_shards_and_state():
+    """What a checkpoint keeps: the fixed fields once (``take_unsaved``, oldest first,
+    possibly more than the pool still holds) and the mutable ones in ``state_dict``."""
+    buf = PriorityReplay(capacity=3)
+    ids = torch.arange(4)
+    buf.add(ids.float().view(4, 1, 1, 1), ids, {"priority": ids.float(), "teacher_class": ids % 2})
+    first = buf.take_unsaved()
+    assert first["images"].flatten().tolist() == [1, 2, 3] and buf.take_unsaved() is None
+    buf.add(torch.full((1, 1, 1, 1), 9.0), torch.tensor([9]), {"priority": torch.tensor([5.0])})
+    buf.update_priorities(torch.tensor([0]), torch.tensor([7.0]))
+    second = buf.take_unsaved()
+    fixed = {k: torch.cat([first[k], second[k]]) for k in first}
     other = PriorityReplay()
-    other.load_state_dict(buf.state_dict())
-    assert torch.equal(other.priorities, buf.priorities) and other.alpha == buf.alpha and len(other) == 2
+    other.restore(fixed, buf.state_dict())
+    assert other.images.flatten().tolist() == [2, 3, 9] and other.labels.tolist() == [2, 3, 9]
+    assert other.priorities.tolist() == [7.0, 3.0, 5.0] and other.teacher_classes.tolist() == [0, 1, -1]
+    assert other.capacity == 3 and other.unsaved == 0
 
 
 def test_empty_buffer_cannot_be_sampled():

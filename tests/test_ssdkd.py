@@ -123,11 +123,15 @@ def test_distill_loss_is_is_weighted_and_priorities_refresh():
 
 
 def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
+    from dfkd_bench.config import check_choices
     from dfkd_bench.errors import UserError
+    from dfkd_bench.plan import configure
     method = make(is_norm="mean")
     fill(method, [0, 1, 2, 3])
     method.buffer.update_priorities(torch.arange(4), torch.tensor([0.1, 1.0, 10.0, 100.0]))
     _, _, meta = method.buffer.sample(16, **method.sample_options(epoch=4))
     assert meta["is_weight"].mean().item() == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(UserError, match="is_norm='max'; accepted: buffer, batch, mean"):
-        make(is_norm="max")
+        configure(SSDKD, sets={"is_norm": "max"})
+    with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: buffer, batch, mean"):
+        check_choices(SSDKD.config_cls(is_norm="max"), "ssdkd")

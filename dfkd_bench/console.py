@@ -1,0 +1,58 @@
+"""The one console (stdout), error console (stderr) and progress bar of the command
+line, and the observer that draws a run's progress on that bar."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .events import RunObserver
+from .summary import RunSummary
+
+# Piped output (CI logs, files) gets a table wide enough to read instead of rich's 80.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def progress_bar(on: Console = console) -> Progress:
+    """The bar every long job shows: description, bar, n/total, an ``info`` field, time."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=on, transient=False)
+
+
+class DataProgress(RunObserver):
+    """Decode progress of a data set read for the first time, as tasks on ``bar``."""
+
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self._tasks: dict[str, int] = {}
+
+    def data_progress(self, title: str, done: int, total: int) -> None:
+        if title not in self._tasks:
+            self._tasks[title] = self.bar.add_task(f"  {title}", total=total, info="")
+        self.bar.update(self._tasks[title], completed=done)
+
+    def message(self, text: str) -> None:
+        self.bar.console.print(f"[yellow]{text}", highlight=False)
+
+
+class RunDisplay(DataProgress):
+    """One run's line on the bar: epochs done, top-1 or what became of it."""
+
+    def __init__(self, bar: Progress, label: str, epochs: int):
+        super().__init__(bar)
+        self.task = bar.add_task(f"  {label}", total=epochs, info="")
+
+    def start(self, name: str, epochs: int, start_epoch: int) -> None:
+        self.bar.update(self.task, completed=start_epoch, info="resuming" if start_epoch else "")
+
+    def epoch(self, epoch: int, record: dict) -> None:
+        top1 = record.get("top1")
+        self.bar.update(self.task, completed=epoch + 1, info="" if top1 is None else f"top-1 {top1:.2f}%")
+
+    def skip(self, summary: RunSummary) -> None:
+        self.bar.update(self.task, completed=summary.epochs, info="already completed (use --force to redo)")
+
+    def failed(self, summary: RunSummary) -> None:
+        self.bar.update(self.task, info=f"[red]failed: {summary.reason}")

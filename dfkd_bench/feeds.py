@@ -1,0 +1,228 @@
+"""How the student is fed: the harness's feeds, one per method ``mode``.
+
+A feed gives the student its batches and owns what that takes (the synthetic pool, the
+real-data order). Every feed has the same protocol, and this module is the only place a
+method's mode is read (``make_feed``): a new way of feeding the student is a new class
+registered in ``FEEDS``, not new branches in the loop.
+
+- ``warmup_epoch(epoch)``: a synthesis-only epoch (``run.warmup_epochs``); logs.
+- ``start_epoch(epoch)``: before a distillation epoch's student steps; logs.
+- ``next_batch(epoch)``: the batch of one student step and its logs (summed over the
+  epoch by the loop). The loop calls it inside the distillation phase; a feed that
+  synthesises times that as synthesis (phases nest on the clock).
+- ``state_dict()`` / ``load_state_dict(state)``, ``after_checkpoint()``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+import torch
+
+from .data import DataBundle
+from .errors import UserError
+from .method import Batch, Method, MethodContext
+from .registry import Registry
+from .store import ShardStore
+from .timing import PhaseClock
+
+FEEDS: Registry[type["Feed"]] = Registry("feed")
+
+
+@dataclass
+class FeedEnv:
+    """What a feed may use; all of it belongs to the harness's session."""
+
+    method: Method
+    ctx: MethodContext
+    clock: PhaseClock
+    autocast: Callable[[], ContextManager]
+    data: DataBundle
+    seed: int
+    shards: ShardStore
+
+
+def make_feed(env: FeedEnv) -> "Feed":
+    return FEEDS.get(env.method.mode)(env)
+
+
+def checked_synthesis(method: Method, result: Any) -> tuple[Batch, dict[str, float]]:
+    """``synthesize``'s result, or a TypeError that says what the contract expects."""
+    if (not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], Batch)
+            or not isinstance(result[1], dict)):
+        raise TypeError(f"{type(method).__name__}.synthesize must return (Batch, dict of float logs), "
+                        f"got {type(result).__name__}")
+    return result
+
+
+class Feed:
+    def __init__(self, env: FeedEnv):
+        self.env = env
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.env.ctx.run.steps_per_epoch()
+
+    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        """One ``method.synthesize`` call, timed as synthesis, student in eval mode."""
+        env = self.env
+        with env.clock.phase("synthesis"), env.autocast():
+            env.ctx.student.eval()
+            return checked_synthesis(env.method, env.method.synthesize(epoch))
+
+    def warmup_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def after_checkpoint(self) -> None:
+        """The checkpoint naming this feed's state is on disk."""
+
+
+@FEEDS.register("pool")
+class PoolFeed(Feed):
+    """Once an epoch (warm-up epochs too) the method's batch enters the sample pool;
+    the student's batches are drawn from the pool and augmented.
+
+    The pool's images are written once, as append-only shards beside the checkpoint
+    (``state_dict`` writes the new ones), so a checkpoint's cost does not grow with the
+    pool; shards holding only evicted samples are removed once a checkpoint no longer
+    names them."""
+
+    def __init__(self, env: FeedEnv):
+        super().__init__(env)
+        self.pool = env.method.make_pool(env.ctx.run.data_scale)
+        self.shards: list[tuple[str, int]] = []  # oldest first; their samples end with the pool's
+        self.next_shard = 0
+
+    def warmup_epoch(self, epoch: int) -> dict[str, float]:
+        return self.start_epoch(epoch)
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        batch, logs = self.synthesize(epoch)
+        with self.env.clock.phase("synthesis"):
+            self.pool.add(batch.images, batch.labels, batch.meta)
+        return {**{f"synth_{k}": float(v) for k, v in logs.items()}, "pool_size": len(self.pool)}
+
+    def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        env = self.env
+        images, labels, meta = self.pool.sample(env.ctx.run.batch_size, **env.method.sample_options(epoch))
+        return Batch(env.ctx.augment(images), labels, meta), {}
+
+    def state_dict(self) -> dict:
+        fresh = self.pool.take_unsaved()
+        if fresh is not None:
+            name = f"shard-{self.next_shard:06d}.pt"
+            self.env.shards.write(name, fresh)
+            self.shards.append((name, len(fresh["images"])))
+            self.next_shard += 1
+        while len(self.shards) > 1 and sum(n for _, n in self.shards[1:]) >= len(self.pool):
+            self.shards.pop(0)
+        return {"pool": self.pool.state_dict(), "shards": list(self.shards), "next_shard": self.next_shard}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.env.ctx.device
+        if state.get("legacy_pool") is not None:
+            # A checkpoint from before shards: its images come in the checkpoint and are
+            # all written as the first shard at the next checkpoint.
+            old = state["legacy_pool"]
+            fixed = {k: old.get(k) for k in self.pool.fixed_fields}
+            self.pool.restore(fixed, {**old, "size": len(old["images"])}, device)
+            self.pool.unsaved = len(self.pool)
+            return
+        parts = [self.env.shards.read(name) for name, _ in state["shards"]]
+        fixed = {k: torch.cat([p[k] for p in parts]) for k in (parts[0] if parts else {})}
+        self.pool.restore(fixed, state["pool"], device)
+        self.shards, self.next_shard = [tuple(s) for s in state["shards"]], state["next_shard"]
+
+    def after_checkpoint(self) -> None:
+        self.env.shards.prune(keep={name for name, _ in self.shards})
+
+
+@FEEDS.register("online")
+class OnlineFeed(Feed):
+    """A fresh batch from the method before every student step, used once; a warm-up
+    epoch calls ``warmup_step`` (generator steps only) as many times as there are
+    student steps in an epoch."""
+
+    def warmup_epoch(self, epoch: int) -> dict[str, float]:
+        env, sums, steps = self.env, {}, self.steps_per_epoch
+        with env.clock.phase("synthesis"):
+            env.ctx.student.eval()
+            for _ in range(steps):
+                with env.autocast():
+                    add_logs(sums, env.method.warmup_step(epoch), "synth_")
+        return {k: v / steps for k, v in sums.items()}
+
+    def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        return self.synthesize(epoch)
+
+
+@FEEDS.register("real")
+class RealFeed(Feed):
+    """Real training images (baselines only), one random permutation an epoch over all
+    of them or over a class-balanced subset of ``run.data_scale`` images."""
+
+    def __init__(self, env: FeedEnv):
+        super().__init__(env)
+        data, subset = env.data, env.ctx.run.data_scale
+        labels = data.train_labels.cpu()
+        idx = balanced_subset(labels, subset, data.num_classes, env.seed) if 0 < subset < len(labels) \
+            else torch.arange(len(labels))
+        self.images = data.train_images[idx.to(data.train_images.device)]
+        self.labels = data.train_labels[idx.to(data.train_labels.device)]
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        run = self.env.ctx.run
+        return run.steps_per_epoch() if run.data_scale else math.ceil(len(self.labels) / run.batch_size)
+
+    def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+        if self.perm is None or self.pos >= len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.labels)).to(self.labels.device), 0
+        idx = self.perm[self.pos:self.pos + self.env.ctx.run.batch_size]
+        self.pos += len(idx)
+        ctx = self.env.ctx
+        return Batch(ctx.augment(ctx.normalizer.from_uint8(self.images[idx])), self.labels[idx]), {}
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        perm = state.get("perm")
+        self.perm = None if perm is None else perm.to(self.labels.device)
+        self.pos = state.get("pos", 0)
+
+
+def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
+    """``n`` indices with class counts as equal as ``n`` allows (the first ``n % C``
+    classes get one more), drawn at random with a fixed seed."""
+    g = torch.Generator().manual_seed(seed)
+    per_class = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
+    picks = []
+    for c, k in enumerate(per_class):
+        pool = (labels == c).nonzero().flatten()
+        if k > len(pool):
+            raise UserError(f"--data-scale {n}: class {c} has only {len(pool)} training images "
+                            f"(at most {len(pool) * num_classes} in all)")
+        picks.append(pool[torch.randperm(len(pool), generator=g)[:k]])
+    return torch.cat(picks).sort().values
+
+
+def add_logs(sums: dict[str, float], logs: dict[str, float], prefix: str = "") -> None:
+    """Add one step's float logs into running per-epoch sums, keys prefixed."""
+    for k, v in logs.items():
+        sums[prefix + k] = sums.get(prefix + k, 0.0) + float(v)

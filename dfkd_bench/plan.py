@@ -1,0 +1,147 @@
+"""Planning: from method names and options to validated run specs, outside any CLI.
+
+The layers, in this order, each over the last (later wins):
+
+1. ``RunConfig()`` and the method's config dataclass defaults;
+2. the method's ``run_defaults`` (what defines it, e.g. SSD-KD's buffer size);
+3. the preset (a named preset of the method, or a YAML file of changes);
+4. the options (``epochs``, ``data_scale``, ``device``; ``None`` leaves a field alone);
+5. ``--set`` changes: ``key=value`` for every method, ``<method>.key=value`` for one.
+
+Then ``RunConfig.validate()`` and the method config's choice fields are checked, so a
+bad value stops the plan before anything runs. ``dfkd-bench run``, the benchmark
+scripts and sweeps all plan through ``plan_runs``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import RunConfig, apply_changes, check_choices, load_preset_file, parse_set_options, resolve_device
+from .errors import UserError
+from .method import Method
+from .pairs import resolve_pair
+from .registry import DATASETS, METHODS
+from .summary import run_label
+
+
+@dataclass
+class RunSpec:
+    """Everything that identifies one run, before it is resolved."""
+
+    method_cls: type[Method]
+    dataset: str
+    pair: str | None
+    seed: int
+    run: RunConfig
+    method_config: Any
+    preset: str | None = None
+    out: Path = Path("results")
+    data_root: str | None = None
+    cache: str | None = None
+    download: bool = False
+    train_missing_teacher: bool = True
+    force: bool = False
+
+    @property
+    def method(self) -> str:
+        return self.method_cls.name
+
+    @property
+    def label(self) -> str:
+        return run_label(self.method, self.preset)
+
+
+def resolve_method(entry: str, preset: str | None = None) -> tuple[type[Method], str | None]:
+    """``entry`` is a method (``fast``), ``method:preset`` (``fast:fast10-cpu``), or a
+    preset name that belongs to exactly one method (``fast10``). An entry's own preset
+    beats ``preset``."""
+    name, sep, own = entry.partition(":")
+    if sep:
+        if not own:
+            raise UserError(f"{entry!r}: empty preset after ':'; use method:preset, e.g. fast:fast10")
+        return METHODS.get(name), own
+    if name in METHODS:
+        return METHODS.get(name), preset
+    owners = sorted(cls.name for _, cls in METHODS.items() if name in cls.presets)
+    if len(owners) == 1 and preset is None:
+        return METHODS.get(owners[0]), name
+    if len(owners) > 1:
+        raise UserError(f"{name!r} is a preset of several methods ({', '.join(owners)}); name one as "
+                        f"method:{name}, e.g. {owners[0]}:{name}, or pass --preset {name}")
+    METHODS.get(name)  # raises the "unknown method ... known: ..." error
+    raise AssertionError
+
+
+def preset_changes(cls: type[Method], preset: str) -> dict[str, Any]:
+    if Path(preset).suffix in (".yaml", ".yml"):
+        return load_preset_file(Path(preset))
+    if preset in cls.presets:
+        return cls.presets[preset]
+    raise UserError(f"unknown preset {preset!r} for method {cls.name}; "
+                    f"known: {', '.join(sorted(cls.presets)) or 'none'} (or a .yaml file)")
+
+
+def scoped(changes: dict[str, Any], method: str) -> dict[str, Any]:
+    """``--set`` keys for one method: ``<method>.key`` is kept (as ``key``, or
+    ``run.key``/``method.key`` when written so) only for that method; other keys go to
+    every method."""
+    out = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if head in METHODS:
+            if head == method:
+                out[rest] = value
+        else:
+            out[key] = value
+    return out
+
+
+def configure(cls: type[Method], preset: str | None = None, options: dict[str, Any] | None = None,
+              sets: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """The run and method configs of one method, layered as the module docstring says,
+    and validated."""
+    run_cfg, method_cfg = apply_changes(RunConfig(), cls.config_cls(),
+                                        {f"run.{k}": v for k, v in cls.run_defaults.items()}, f"{cls.name} defaults")
+    layers = [(preset_changes(cls, preset), f"preset {preset}")] if preset else []
+    layers += [({f"run.{k}": v for k, v in (options or {}).items() if v is not None}, "option"),
+               (scoped(sets or {}, cls.name), "--set")]
+    for changes, source in layers:
+        run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"{cls.name}: {source}", cls.renamed)
+    run_cfg.validate(cls.name)
+    check_choices(method_cfg, cls.name)
+    return run_cfg, method_cfg
+
+
+def plan_runs(methods: Iterable[str], *, dataset: str = "digits", pair: str | None = None,
+              preset: str | None = None, seeds: Iterable[int] = (0,), epochs: int | None = None,
+              data_scale: int | None = None, device: str | None = None,
+              sets: dict[str, Any] | list[str] | None = None, out: str | Path = "results",
+              data_root: str | None = None, cache: str | None = None, download: bool = False,
+              train_missing_teacher: bool = True, force: bool = False) -> list[RunSpec]:
+    """One validated ``RunSpec`` per (method, seed), methods in the order given.
+    ``sets`` is a mapping of changes or a list of ``key=value`` items."""
+    methods, seeds = list(methods), list(seeds)
+    if not methods:
+        raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
+    if not seeds:
+        raise UserError("--seeds is empty; give comma-separated integers, e.g. 0,1,2")
+    for seed in seeds:
+        if not 0 <= seed < 2**32:
+            raise UserError(f"seed {seed}: expected an integer from 0 to 2**32 - 1")
+    DATASETS.get(dataset.split(":", 1)[0])
+    resolve_pair(pair, dataset)
+    if device is not None:
+        resolve_device(device)
+    changes = parse_set_options(sets) if isinstance(sets, list) else dict(sets or {})
+    options = {"epochs": epochs, "data_scale": data_scale, "device": device}
+    specs = []
+    for entry in methods:
+        cls, own_preset = resolve_method(entry, preset)
+        run_cfg, method_cfg = configure(cls, own_preset, options, changes)
+        specs += [RunSpec(method_cls=cls, preset=own_preset or None, dataset=dataset, pair=pair, seed=seed,
+                          run=run_cfg, method_config=method_cfg, out=Path(out), data_root=data_root, cache=cache,
+                          download=download, train_missing_teacher=train_missing_teacher, force=force)
+                  for seed in seeds]
+    return specs
