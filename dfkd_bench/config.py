@@ -193,7 +193,7 @@ def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], 
             raise UserError(f"{source}: unknown scope in {raw_key!r}; use run.<key> or method.<key>")
         if renamed and key in renamed and scope != "run":
             where = f"; the student's {key} is run.{key}" if key in run_types else ""
-            raise UserError(f"{source}: {raw_key!r} was renamed {renamed[key]!r}{where}")
+            raise UserError(f"{source}: {raw_key!r}: the method field {key!r} was renamed {renamed[key]!r}{where}")
         if scope != "run" and key in method_types:
             method_upd[key] = _coerce(value, method_types[key], raw_key)
         elif scope != "method" and key in run_types:

@@ -152,26 +152,10 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     try:
         for epoch in range(recipe.epochs):
             started = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            perm = torch.randperm(n).to(device)
-            for i in range(steps):
-                idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-                x = random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip)
-                if fast:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = y_all[idx]
-                with autocast():
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(1) == y).sum()
-                emit("step", {"epoch": epoch, "step": i + 1, "steps": steps})
-            info = {"epoch": epoch, "loss": loss_sum.item() / n, "train_top1": 100.0 * correct.item() / n,
+            loss_sum, correct = _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
+                                                  fast, autocast, lambda i: emit("step", {"epoch": epoch, "step": i,
+                                                                                           "steps": steps}))
+            info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": 100.0 * correct / n,
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started}
             last = epoch == recipe.epochs - 1
             if last or (eval_every and (epoch + 1) % eval_every == 0):
@@ -183,6 +167,32 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     if top1 is None:  # zero epochs
         top1 = evaluate_top1(model, x_test, y_test, normalizer)
     return top1
+
+
+def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe, fast, autocast, step_done):
+    """One pass over the training split in a random order; returns (loss sum, correct),
+    summed on the device and read once at the end."""
+    n, device = len(y_all), y_all.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    perm = torch.randperm(n).to(device)
+    for i in range(math.ceil(n / recipe.batch_size)):
+        idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+        x = random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip)
+        if fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y_all[idx]
+        with autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        step_done(i + 1)
+    return loss_sum.item(), correct.item()
 
 
 def _numpy_safe_globals() -> list:

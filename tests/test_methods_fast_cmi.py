@@ -7,13 +7,11 @@ import copy
 import pytest
 import torch
 
-from dfkd_bench.config import RunConfig
-from dfkd_bench.data import Normalizer, random_crop_flip
 from dfkd_bench.inversion import KeepBest, info_nce, random_resized_crop
 from dfkd_bench.method import MethodContext
-from dfkd_bench.models import build_model
 from dfkd_bench.methods.cmi import CMI, CMIConfig
 from dfkd_bench.methods.fast import Fast, FastConfig
+from tests.helpers import method_context
 
 SHAPE = (1, 16, 16)
 
@@ -28,17 +26,9 @@ def one_thread():
 
 
 def make_ctx(seed: int = 0, warmup: int = 0) -> MethodContext:
-    torch.manual_seed(seed)
-    teacher = build_model("cnn_m", 10, 1).train()
-    with torch.no_grad():  # BN running statistics for the BN loss to match
-        for _ in range(3):
-            teacher(torch.randn(16, *SHAPE))
-    teacher.eval().requires_grad_(False)
-    student = build_model("cnn_s", 10, 1).eval()
-    return MethodContext(teacher=teacher, student=student, num_classes=10, image_shape=SHAPE,
-                         normalizer=Normalizer((0.3,), (0.4,)), device=torch.device("cpu"),
-                         run=RunConfig(warmup_epochs=warmup, device="cpu"),
-                         augment=lambda x: random_crop_flip(x, 2, False))
+    # BN running statistics from N(0, 1) inputs for the BN loss to match
+    return method_context(classes=10, shape=SHAPE, teacher="cnn_m", seed=seed, bn_input=lambda s: torch.randn(16, *s),
+                          mean=(0.3,), std=(0.4,), crop_padding=2, warmup_epochs=warmup)
 
 
 def fast(**changes) -> Fast:

@@ -13,13 +13,10 @@ import pytest
 import torch
 
 from dfkd_bench import harness, store
-from dfkd_bench.config import RunConfig
-from dfkd_bench.data import Normalizer
 from dfkd_bench.inversion import frozen, information_entropy_loss, kd_loss, top_class_share
 from dfkd_bench.method import ONLINE, MethodContext
-from dfkd_bench.models import build_model
 from dfkd_bench.registry import METHODS
-from tests.helpers import StopAfter, checkpoint, same_tensors, smoke_spec
+from tests.helpers import StopAfter, checkpoint, method_context, same_tensors, smoke_spec
 
 ONLINE_METHODS = ["dafl", "dfad", "zskt", "dfq", "noise"]
 GENERATOR_METHODS = ["dafl", "dfad", "zskt", "dfq"]
@@ -27,27 +24,11 @@ ADVERSARIAL = ["dfad", "zskt", "dfq"]
 C, SHAPE, BATCH = 4, (1, 8, 8), 8
 
 
-def make_teacher() -> torch.nn.Module:
-    torch.manual_seed(0)
-    teacher = build_model("cnn_s", C, SHAPE[0])
-    teacher.train()
-    with torch.no_grad():  # non-trivial BN running statistics for DFQ's BN loss
-        for _ in range(3):
-            teacher(torch.randn(16, *SHAPE) * 2 + 0.5)
-    return teacher.eval().requires_grad_(False)
-
-
 def make_ctx(student_is_teacher_copy: bool = False) -> MethodContext:
-    teacher = make_teacher()
-    if student_is_teacher_copy:
-        student = copy.deepcopy(teacher).requires_grad_(True)
-    else:
-        torch.manual_seed(1)
-        student = build_model("cnn_s", C, SHAPE[0])
-    student.eval()  # as the harness leaves it for synthesis
-    return MethodContext(teacher=teacher, student=student, num_classes=C, image_shape=SHAPE,
-                         normalizer=Normalizer((0.35,), (0.3,)), device=torch.device("cpu"),
-                         run=RunConfig(batch_size=BATCH, device="cpu"))
+    # non-trivial BN running statistics for DFQ's BN loss; the student in eval mode, as
+    # the harness leaves it for synthesis
+    return method_context(classes=C, shape=SHAPE, bn_input=lambda s: torch.randn(16, *s) * 2 + 0.5, student_seed=1,
+                          student_is_teacher_copy=student_is_teacher_copy, batch_size=BATCH)
 
 
 def make_method(name: str, ctx: MethodContext, **changes):

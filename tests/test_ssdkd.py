@@ -7,23 +7,15 @@ import math
 import pytest
 import torch
 
-from dfkd_bench.config import RunConfig
-from dfkd_bench.data import Normalizer, random_crop_flip
-from dfkd_bench.method import Batch, MethodContext
-from dfkd_bench.models import build_model
+from dfkd_bench.method import Batch
 from dfkd_bench.registry import METHODS
+from tests.helpers import method_context
 
 SSDKD = METHODS.get("ssdkd")
 
 
 def make(**changes):
-    torch.manual_seed(0)
-    teacher = build_model("cnn_s", 4, 1).eval().requires_grad_(False)
-    student = build_model("cnn_s", 4, 1)
-    ctx = MethodContext(teacher=teacher, student=student, num_classes=4, image_shape=(1, 8, 8),
-                        normalizer=Normalizer((0.5,), (0.25,)), device=torch.device("cpu"),
-                        run=RunConfig(epochs=5, batch_size=4, T=4.0),
-                        augment=lambda x: random_crop_flip(x, 1, False))
+    ctx = method_context(mean=(0.5,), std=(0.25,), crop_padding=1, student_mode="train", epochs=5, batch_size=4, T=4.0)
     cfg = SSDKD.config_cls(synth_batch=6, nz=8, **changes)
     method = SSDKD(cfg, ctx)
     method.make_pool(8)

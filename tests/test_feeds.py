@@ -1,0 +1,128 @@
+"""Feeds and checkpoints: pool images written once as shards (a checkpoint's size does
+not grow with the pool), evicted shards removed, format-1 checkpoints resumed exactly,
+phases nesting on the clock, and the BN-statistics loss against a hand-computed value."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dfkd_bench import harness, store, timing
+from dfkd_bench.events import RunObserver
+from dfkd_bench.inversion import BNStatsHook, bn_hooks, bn_loss
+from tests.helpers import checkpoint, same_tensors, smoke_spec, student_state
+
+LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v1"
+
+
+class ShardWatch(RunObserver):
+    """After each epoch: the shard files and their modification times, and the
+    checkpoint's size."""
+
+    def __init__(self, rundir: Path):
+        self.rundir, self.seen = rundir, []
+
+    def epoch(self, epoch, record):
+        shards = {f.name: f.stat().st_mtime_ns for f in sorted((self.rundir / store.POOL_DIR).iterdir())}
+        self.seen.append((shards, (self.rundir / store.CHECKPOINT).stat().st_size))
+
+
+def test_pool_images_are_written_once_and_the_checkpoint_does_not_grow(tiny_zoo, tmp_path):
+    spec = smoke_spec("deepinv", tmp_path / "r", epochs=4)
+    name = harness.run_name(harness.resolved_config(spec, torch.device("cpu")))
+    watch = ShardWatch(tmp_path / "r" / name)
+    summary = harness.run(spec, watch)
+    assert [sorted(s) for s, _ in watch.seen] == [[f"shard-{i:06d}.pt" for i in range(k + 1)] for k in range(4)]
+    for earlier, later in zip(watch.seen, watch.seen[1:]):  # an old shard is never rewritten
+        assert all(later[0][f] == mtime for f, mtime in earlier[0].items())
+    sizes = [size for _, size in watch.seen]
+    assert max(sizes) - min(sizes) < 2048  # the pool grew 16 -> 64 images; the checkpoint did not
+    state = checkpoint(summary, tmp_path / "r")["feed"]
+    assert state["pool"] == {"capacity": 0, "size": 64} and [n for _, n in state["shards"]] == [16] * 4
+    shard = torch.load(tmp_path / "r" / name / "pool" / "shard-000002.pt", weights_only=True)
+    assert shard["images"].shape == (16, 1, 8, 8) and shard["labels"].shape == (16,)
+
+
+def test_shards_of_evicted_samples_are_removed(tiny_zoo, tmp_path):
+    # SSD-KD's smoke buffer holds 24; 16 new samples an epoch: after 3 epochs the oldest
+    # shard holds only evicted samples and goes.
+    summary = harness.run(smoke_spec("ssdkd", tmp_path / "r", epochs=3))
+    rundir = tmp_path / "r" / summary.name
+    state = checkpoint(summary, tmp_path / "r")["feed"]
+    assert state["shards"] == [("shard-000001.pt", 16), ("shard-000002.pt", 16)]
+    assert sorted(f.name for f in (rundir / "pool").iterdir()) == ["shard-000001.pt", "shard-000002.pt"]
+    assert state["pool"]["size"] == 24 and state["pool"]["priorities"].shape == (24,)
+
+
+@pytest.mark.parametrize("method,changes", [("deepinv", {"steps": 3, "synth_batch": 16}), ("kd", {})])
+def test_a_format_1_checkpoint_resumes_to_the_uninterrupted_result(method, changes, tiny_zoo, tmp_path):
+    """A run interrupted by the code before issue 10 (fixtures/legacy-v1) resumes under
+    today's code and ends exactly where an uninterrupted run of today's code ends."""
+    def spec(out):
+        return smoke_spec(method, out, preset=None, epochs=4, batch_size=8, kd_steps=3, **changes)
+
+    full = harness.run(spec(tmp_path / "full"))
+    (old,) = LEGACY.glob(f"tiny__cnn_s-cnn_s__{method}__*")
+    cut = tmp_path / "cut"
+    shutil.copytree(old, cut / full.name)  # deepinv's run name changed with its lr -> lr_x rename
+    assert "format" not in torch.load(cut / full.name / store.CHECKPOINT, weights_only=True)
+    resumed = harness.run(spec(cut))
+    assert resumed.status == "completed" and resumed.final_top1 == full.final_top1
+    assert same_tensors(student_state(full, tmp_path / "full"), student_state(resumed, cut))
+    assert resumed.costs == full.costs
+    epochs = [(r["event"], r["epoch"]) for r in store.RunDir(cut, full.name).read_metrics()]
+    assert epochs == [("epoch", 0), ("epoch", 1), ("resume", 1), ("epoch", 2), ("epoch", 3)]
+
+
+def test_an_unknown_checkpoint_format_is_refused_in_one_line():
+    from dfkd_bench.errors import UserError
+
+    with pytest.raises(UserError, match="checkpoint format 9 is not one this version reads.*--force"):
+        harness.upgrade_checkpoint({"format": 9})
+
+
+def test_phases_nest_and_re_entering_the_running_phase_changes_nothing(monkeypatch):
+    ticks = iter(range(100))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(ticks)))
+    clock = timing.PhaseClock(torch.device("cpu"))
+    with clock.phase("distillation"):  # t=0
+        with clock.phase("synthesis"):  # t=1: distillation +1
+            pass  # t=2: synthesis +1
+        with clock.phase("distillation"):
+            pass
+    # t=3: distillation +1
+    assert clock.seconds == {"synthesis": 1.0, "distillation": 2.0, "evaluation": 0.0, "checkpoint": 0.0}
+    assert clock.train_seconds == 3.0 and clock.total_seconds == 3.0
+
+
+def test_bn_statistics_loss_golden_value():
+    """||batch mean - running mean||_2 + ||batch var - running var||_2 on a BN layer whose
+    input has a known mean and (biased) variance per channel."""
+    bn = nn.BatchNorm2d(2).eval()
+    bn.running_mean.copy_(torch.tensor([0.0, 1.0]))
+    bn.running_var.copy_(torch.tensor([1.0, 1.0]))
+    net = nn.Sequential(nn.Identity(), bn)
+    (hook,) = bn_hooks(net, "test")
+    x = torch.empty(2, 2, 2, 2)
+    x[:, 0] = 1.0  # mean 1, var 0
+    x[:, 1] = torch.tensor([[3.0, -1.0], [3.0, -1.0]])  # mean 1, var 4
+    x.requires_grad_(True)
+    net(x)
+    expected = torch.tensor(1.0 ** 2 + 0.0 ** 2).sqrt() + torch.tensor((0 - 1.0) ** 2 + (4 - 1.0) ** 2).sqrt()
+    assert bn_loss([hook]).item() == pytest.approx(expected.item(), abs=1e-6)  # 1 + sqrt(10)
+    # bn_mmt: the batch statistics are blended with the moving average first
+    blended = BNStatsHook(bn, momentum=0.5)
+    blended.avg_mean, blended.avg_var = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+    net(x)
+    # mean (0.5, 1), var (0.5, 2.5) against running (0, 1), (1, 1)
+    assert blended.loss.item() == pytest.approx(0.5 + (0.5 ** 2 + 1.5 ** 2) ** 0.5, abs=1e-6)
+
+
+def test_a_teacher_without_batchnorm_is_a_user_error():
+    from dfkd_bench.errors import UserError
+
+    with pytest.raises(UserError, match="deepinv: the teacher has no BatchNorm2d layers"):
+        bn_hooks(nn.Sequential(nn.Conv2d(1, 2, 3)), "deepinv")

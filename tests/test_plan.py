@@ -1,0 +1,153 @@
+"""Planning: method resolution, the layering order, one config namespace, choice
+fields, validation, every preset of every method, and discovery by package import."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from dfkd_bench import harness, registry
+from dfkd_bench.config import RunConfig, check_namespace
+from dfkd_bench.errors import UserError
+from dfkd_bench.method import Method, register_method
+from dfkd_bench.plan import configure, plan_runs
+from dfkd_bench.registry import METHODS
+
+PRESETS = [(name, preset) for name, cls in METHODS.items() if cls.__module__.startswith("dfkd_bench.")
+           for preset in sorted(cls.presets)]
+
+
+@pytest.mark.parametrize("method,preset", PRESETS)
+def test_every_preset_of_every_method_applies_and_validates(method, preset):
+    cls = METHODS.get(method)
+    run, cfg = configure(cls, preset)
+    run.validate()
+    for key, value in cls.presets[preset].items():
+        key = key.rpartition(".")[2]
+        target = run if key in {f.name for f in dataclasses.fields(RunConfig)} else cfg
+        assert getattr(target, key) == pytest.approx(value), key
+
+
+def test_layers_apply_in_the_documented_order():
+    ssdkd = METHODS.get("ssdkd")
+    assert configure(ssdkd)[0].data_scale == 1280  # run_defaults over RunConfig()
+    assert configure(ssdkd, "cpu")[0].data_scale == 5000  # preset over run_defaults
+    assert configure(ssdkd, "cpu", {"data_scale": 100})[0].data_scale == 100  # option over preset
+    run, cfg = configure(ssdkd, "cpu", {"data_scale": 100}, {"data_scale": "200", "ssdkd.gamma": "3"})
+    assert run.data_scale == 200 and cfg.gamma == 3.0  # --set over everything
+
+
+def test_specs_carry_the_method_class_and_scoped_sets_reach_one_method():
+    fast, cmi = plan_runs(["fast2", "cmi"], sets=["fast.reset_round=12", "epochs=30", "cmi.steps=7"])
+    assert fast.method_cls is METHODS.get("fast") and fast.preset == "fast2" and fast.label == "fast-fast2"
+    assert fast.method_config.reset_round == 12 and fast.method_config.steps == 2
+    assert cmi.method_config.steps == 7 and fast.run.epochs == cmi.run.epochs == 30
+
+
+def test_one_namespace_lr_is_the_students_and_deepinvs_old_key_names_the_new_one():
+    (kd,) = plan_runs(["kd"], sets=["lr=0.05"])
+    assert kd.run.lr == 0.05
+    for sets in (["lr=0.05"], ["deepinv.lr=0.05"], ["method.lr=0.05"]):
+        with pytest.raises(UserError, match="the method field 'lr' was renamed 'lr_x'; the student's lr is run.lr"):
+            plan_runs(["deepinv", "kd"], sets=sets)
+    (deepinv,) = plan_runs(["deepinv"], sets=["run.lr=0.05", "lr_x=0.2"])
+    assert deepinv.run.lr == 0.05 and deepinv.method_config.lr_x == 0.2
+    assert configure(METHODS.get("deepinv"), "paper")[0].lr == 0.1  # the preset's "student lr 0.1" is the student's
+
+
+def test_a_method_config_shadowing_a_run_field_cannot_register():
+    @dataclass
+    class Shadowing:
+        lr: float = 0.1
+
+    class Bad(Method):
+        name = "bad_shadow"
+        config_cls = Shadowing
+
+    with pytest.raises(TypeError, match="lr of Shadowing shadow RunConfig"):
+        register_method(Bad)
+    assert "bad_shadow" not in METHODS
+    for _, cls in METHODS.items():
+        check_namespace(cls.config_cls, cls.name)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["meta=sgd"], "meta='sgd'; accepted: maml, reptile"),
+    (["batch_size=0"], "batch_size=0; expected a positive integer"),
+    (["batch_size=-5"], "batch_size=-5; expected a positive integer"),
+    (["lr=nan"], "lr=nan; expected a finite positive number"),
+    (["T=0"], "T=0.0; expected a finite positive number"),
+    (["data_scale=-1"], "data_scale=-1; expected 0 or a positive integer"),
+    (["kd.foo=1"], "unknown key 'foo'"),
+])
+def test_bad_values_are_refused_while_planning(sets, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_runs(["fast", "kd"], sets=sets)
+
+
+def test_bad_seeds_and_empty_lists_are_refused():
+    with pytest.raises(UserError, match="--seeds is empty"):
+        plan_runs(["kd"], seeds=[])
+    with pytest.raises(UserError, match="seed -1: expected an integer from 0"):
+        plan_runs(["kd"], seeds=[-1])
+    with pytest.raises(UserError, match="--methods is empty"):
+        plan_runs([])
+
+
+def test_a_new_module_in_the_methods_package_is_found_by_import(tmp_path, monkeypatch, tiny_zoo):
+    """Discovery is by package import: a file dropped into ``dfkd_bench.methods`` (here a
+    folder added to the package's path) registers, plans and runs with no metadata."""
+    import dfkd_bench.methods as methods_pkg
+
+    (tmp_path / "probe_method_xyz.py").write_text('''
+from dataclasses import dataclass
+import torch
+from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
+
+@dataclass
+class ProbeConfig:
+    n: int = 8
+
+@register_method
+class Probe(Method):
+    """A method found by package import (test)."""
+    name = "probe_xyz"
+    config_cls = ProbeConfig
+    presets = {"smoke": SMOKE_RUN}
+
+    def synthesize(self, epoch):
+        return Batch(torch.randn(self.cfg.n, *self.ctx.image_shape)), {}
+''')
+    monkeypatch.setattr(methods_pkg, "__path__", [*methods_pkg.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "dfkd_bench.methods.probe_method_xyz", raising=False)
+    try:
+        assert "probe_method_xyz" in registry.import_package_modules("dfkd_bench.methods")
+        (spec,) = plan_runs(["probe_xyz"], preset="smoke", dataset="tiny", pair="cnn_s-cnn_s", device="cpu",
+                            out=tmp_path / "r")
+        assert harness.run(spec).status == "completed"
+    finally:
+        METHODS._items.pop("probe_xyz", None)
+
+
+def test_a_broken_outside_plugin_is_reported_in_one_line_and_the_rest_works(monkeypatch, capsys):
+    from importlib import metadata
+
+    from dfkd_bench.cli import main
+
+    class BrokenEntryPoint:
+        name, value, dist = "broken", "broken_pkg.method:Broken", None
+
+        def load(self):
+            raise ModuleNotFoundError("No module named 'missing_dependency'")
+
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [BrokenEntryPoint()])
+    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(registry, "PLUGIN_ERRORS", [])
+    monkeypatch.setattr("dfkd_bench.cli.PLUGIN_ERRORS", registry.PLUGIN_ERRORS)
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "deepinv" in out
+    (line,) = err.strip().splitlines()
+    assert "plugin 'broken' (broken_pkg.method:Broken" in line and "missing_dependency" in line
