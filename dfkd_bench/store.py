@@ -167,7 +167,8 @@ class ShardStore:
 
     def write(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(self.path / name, {k: v.detach().cpu() for k, v in tensors.items()})
+        # clone: a slice would drag its whole storage (the pool) into the file
+        atomic_torch_save(self.path / name, {k: v.detach().cpu().clone() for k, v in tensors.items()})
 
     def read(self, name: str) -> dict[str, torch.Tensor]:
         return torch.load(self.path / name, map_location="cpu", weights_only=True)

@@ -42,8 +42,10 @@ def test_pool_images_are_written_once_and_the_checkpoint_does_not_grow(tiny_zoo,
     assert max(sizes) - min(sizes) < 2048  # the pool grew 16 -> 64 images; the checkpoint did not
     state = checkpoint(summary, tmp_path / "r")["feed"]
     assert state["pool"] == {"capacity": 0, "size": 64} and [n for _, n in state["shards"]] == [16] * 4
-    shard = torch.load(tmp_path / "r" / name / "pool" / "shard-000002.pt", weights_only=True)
+    path = tmp_path / "r" / name / "pool" / "shard-000002.pt"
+    shard = torch.load(path, weights_only=True)
     assert shard["images"].shape == (16, 1, 8, 8) and shard["labels"].shape == (16,)
+    assert path.stat().st_size < 16 * 64 * 4 + 16 * 8 + 2048  # its own images only, not the pool they came from
 
 
 def test_shards_of_evicted_samples_are_removed(tiny_zoo, tmp_path):
