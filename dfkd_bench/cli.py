@@ -14,6 +14,7 @@ from rich.table import Table
 from . import harness, plan, report
 from .console import RunDisplay, console, err_console, progress_bar
 from .errors import Terminated, UserError
+from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
 from .summary import RunSummary
 
@@ -151,7 +152,7 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="distil with one or more methods")
     r.add_argument("--methods", type=_csv, required=True, help="comma-separated methods or presets, e.g. deepinv,kd")
     r.add_argument("--pair", default=None, help="TEACHER-STUDENT (default: the data set's default pair)")
-    r.add_argument("--dataset", default="digits", help="data set (default: digits, embedded)")
+    r.add_argument("--dataset", default=DEFAULT_DATASET, help=f"data set (default: {DEFAULT_DATASET}, embedded)")
     r.add_argument("--preset", default=None, help="named preset of every method, or a YAML file of changes")
     r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default 0)")
     r.add_argument("--data-scale", type=int, default=None, help="samples the student trains on per epoch")

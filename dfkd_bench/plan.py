@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from .config import RunConfig, apply_changes, check_choices, load_preset_file, parse_set_options, resolve_device
 from .errors import UserError
 from .method import Method
-from .pairs import resolve_pair
+from .pairs import DEFAULT_DATASET, resolve_pair
 from .registry import DATASETS, METHODS
 from .summary import run_label
 
@@ -114,7 +114,7 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
     return run_cfg, method_cfg
 
 
-def plan_runs(methods: Iterable[str], *, dataset: str = "digits", pair: str | None = None,
+def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: str | None = None,
               preset: str | None = None, seeds: Iterable[int] = (0,), epochs: int | None = None,
               data_scale: int | None = None, device: str | None = None,
               sets: dict[str, Any] | list[str] | None = None, out: str | Path = "results",
