@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import NonNegativeFloat
 from dfkd_bench.inversion import kd_loss
 from dfkd_bench.method import REAL, SMOKE_RUN, Batch, Method, register_method
 
@@ -33,7 +34,7 @@ class Scratch(Method):
 
 @dataclass
 class KDConfig:
-    ce: float = 0.0  # weight of the hard-label CE term; 0 = pure KD, as the DFKD papers' "KD" rows
+    ce: NonNegativeFloat = 0.0  # weight of the hard-label CE term; 0 = pure KD, as the DFKD papers' "KD" rows
 
 
 @register_method

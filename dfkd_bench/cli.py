@@ -13,7 +13,7 @@ from rich.table import Table
 
 from . import harness, plan, report
 from .console import RunDisplay, console, err_console, progress_bar
-from .errors import Terminated, UserError
+from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
 from .summary import RunSummary
@@ -43,9 +43,14 @@ def build_specs(args) -> list[plan.RunSpec]:
         train_missing_teacher=not args.no_train_teacher, force=args.force)
 
 
+EXIT_FAILED, EXIT_LOCKED = 1, 3
+
+
 def cmd_run(args) -> int:
+    """Exit 0 when every run completed, 1 when one failed, 3 when none failed but one was
+    skipped because another process was writing it."""
     specs = build_specs(args)
-    results, failed = [], 0
+    results, failed, locked = [], 0, 0
     with progress_bar() as bar:
         overall = bar.add_task("runs", total=len(specs), info="")
         for spec in specs:
@@ -54,24 +59,31 @@ def cmd_run(args) -> int:
                 summary = harness.run(spec, RunDisplay(bar, label, spec.run.epochs))
             except (UserError, KeyboardInterrupt):
                 raise
-            except Exception as exc:  # a broken method must not stop the others
-                err_console.print(f"[red]{label}: {type(exc).__name__}: {exc}")
-                failed += 1
+            except RunLocked as exc:
+                err_console.print(f"dfkd-bench: {exc}", markup=False, highlight=False, soft_wrap=True)
+                locked += 1
                 bar.advance(overall)
                 continue
+            except Exception as exc:  # a broken method must not stop the others
+                err_console.print(f"{label}: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+                summary = harness.run_dir(spec).summary()  # the run recorded itself as failed
+                if summary is None:
+                    failed += 1
+                    bar.advance(overall)
+                    continue
             failed += not summary.completed
             results.append(summary)
             bar.advance(overall)
-    print_run_table(results)
-    return 1 if failed else 0
+    print_run_table(results, pair_note=" (default pair: no --pair given)" if args.pair is None else "")
+    return EXIT_FAILED if failed else EXIT_LOCKED if locked else 0
 
 
-def print_run_table(results: list[RunSummary]) -> None:
+def print_run_table(results: list[RunSummary], pair_note: str = "") -> None:
     if not results:
         return
     for (dataset, pair), group in _group_by_setting(results).items():
         first = group[0]
-        table = Table(title=f"{dataset}, {pair}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
+        table = Table(title=f"{dataset}, {pair}{pair_note}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
         for col in ("method", "seed", "scale", "status", "top-1 %", "best %", "train s", "synth s",
                     "distill s", "eval s", "train FLOPs"):
             table.add_column(col, justify="left" if col in ("method", "status") else "right")
@@ -127,9 +139,11 @@ def cmd_report(args) -> int:
         raise UserError(f"results directory {results} does not exist; run `dfkd-bench run` first or pass --results")
     out = Path(args.out)
     try:
-        table, rows, files = report.write_report(results, out)
+        table, rows, problems, files = report.write_report(results, out)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
+    for where, why in problems:
+        err_console.print(f"dfkd-bench: warning: skipped {where}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not rows:
         console.print(f"no completed runs under {results}")
         return 0
@@ -150,7 +164,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgParser)
 
     r = sub.add_parser("run", help="distil with one or more methods")
-    r.add_argument("--methods", type=_csv, required=True, help="comma-separated methods or presets, e.g. deepinv,kd")
+    r.add_argument("--methods", type=_csv, required=True,
+                   help="comma-separated methods, presets or method:preset, e.g. deepinv,kd,fast:fast10-cpu")
     r.add_argument("--pair", default=None, help="TEACHER-STUDENT (default: the data set's default pair)")
     r.add_argument("--dataset", default=DEFAULT_DATASET, help=f"data set (default: {DEFAULT_DATASET}, embedded)")
     r.add_argument("--preset", default=None, help="named preset of every method, or a YAML file of changes")
@@ -171,9 +186,11 @@ def make_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="methods with presets, pairs, data sets")
     ls.set_defaults(func=cmd_list)
 
-    rep = sub.add_parser("report", help="comparison tables from a results directory")
-    rep.add_argument("--results", default="results")
-    rep.add_argument("--out", default="reports")
+    rep = sub.add_parser("report", help="comparison tables from a results directory",
+                         description="Comparison tables (markdown, CSV) from the summary.json files of a results "
+                                     "tree: one row per experiment, mean ± std over its seeds.")
+    rep.add_argument("--results", default="results", help="results tree to read (default results/)")
+    rep.add_argument("--out", default="reports", help="folder the tables are written to (default reports/)")
     rep.set_defaults(func=cmd_report)
     from .teachers_cli import add_teachers_parser
     add_teachers_parser(sub)
@@ -214,8 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"dfkd-bench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as exc:
-        err_console.print("dfkd-bench: interrupted; re-run the same command to resume", markup=False)
-        return 143 if isinstance(exc, Terminated) else 130
+        with ignoring_sigint():  # a second Ctrl-C must not turn exit code 130 into a traceback
+            err_console.print("dfkd-bench: interrupted; re-run the same command to resume", markup=False)
+            return 143 if isinstance(exc, Terminated) else 130
+
+
+@contextmanager
+def ignoring_sigint():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

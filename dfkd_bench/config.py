@@ -15,7 +15,7 @@ import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -74,6 +74,15 @@ class RunConfig:
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(RunConfig))
+
+# Bounds of a method config field, checked with the choices in ``check_fields``: counts
+# that must be positive (``steps``, ``synth_batch``), rates and temperatures that must
+# be finite and positive, sizes where 0 means "none".
+POSITIVE, NON_NEGATIVE = "positive", "non-negative"
+PositiveInt = Annotated[int, POSITIVE]
+NonNegativeInt = Annotated[int, NON_NEGATIVE]
+PositiveFloat = Annotated[float, POSITIVE]
+NonNegativeFloat = Annotated[float, NON_NEGATIVE]
 
 
 def resolve_device(name: str):
@@ -167,14 +176,22 @@ def field_types(cfg_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cfg_cls)}
 
 
-def check_choices(cfg: Any, who: str) -> None:
-    """Every ``Literal`` field of ``cfg`` holds one of its choices (defaults and values
-    set in code included, not only ``--set``)."""
-    for name, typ in field_types(type(cfg)).items():
-        base, nullable = _optional(typ)
-        value = getattr(cfg, name)
-        if typing.get_origin(base) is Literal and value not in typing.get_args(base) and not (nullable and value is None):
-            raise UserError(f"{who}: {name}={value!r}; accepted: {_accepted(base)}")
+def check_fields(cfg: Any, who: str) -> None:
+    """Every ``Literal`` field of ``cfg`` holds one of its choices and every bounded
+    field (``PositiveInt`` ...) is in its range, defaults and values set in code
+    included, not only ``--set``."""
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in fields(cfg):
+        typ, value = hints[f.name], getattr(cfg, f.name)
+        bound = typ.__metadata__[0] if typing.get_origin(typ) is Annotated else None
+        base, nullable = _optional(typing.get_args(typ)[0] if bound else typ)
+        if nullable and value is None:
+            continue
+        if typing.get_origin(base) is Literal and value not in typing.get_args(base):
+            raise UserError(f"{who}: {f.name}={value!r}; accepted: {_accepted(base)}")
+        if bound and not (math.isfinite(value) and (value > 0 if bound == POSITIVE else value >= 0)):
+            kind = "integer" if base is int else "finite number"
+            raise UserError(f"{who}: {f.name}={value}; expected a {bound} {kind}")
 
 
 def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], source: str,

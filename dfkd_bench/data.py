@@ -44,6 +44,17 @@ class DataBundle:
     # Where the pixels came from ("torchvision batches at ...", "ImageFolder at ..."),
     # recorded beside teachers: a JPEG copy of CIFAR scores a little below the official one.
     source: str = ""
+    # A hash of the decoded content (images, labels, classes): a teacher records the data
+    # it was trained on, so changed data is never silently paired with a stale teacher.
+    fingerprint: str = ""
+
+    def content_fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.num_classes}\n{self.class_names}\n".encode())
+        for t in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            h.update(f"{tuple(t.shape)} {t.dtype}\n".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -108,7 +119,9 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     for key, value in (("cache", cache), ("progress", progress)):
         if value is not None and key in params:
             kwargs[key] = value
-    return loader(**kwargs)
+    bundle = loader(**kwargs)
+    bundle.fingerprint = bundle.fingerprint or bundle.content_fingerprint()
+    return bundle
 
 
 @DATASETS.register("digits")
@@ -313,19 +326,26 @@ def _imagefolder_listing(folder: Path) -> tuple[list[str], dict[str, tuple[list[
     for split, (files, _) in splits.items():
         if not files:
             raise UserError(f"{folder}/{split} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    present = set(splits["train"][1])
+    empty = [c for i, c in enumerate(classes) if i not in present]
+    if empty:
+        raise UserError(f"{train_dir}: class folder(s) {', '.join(empty[:5])} hold no images; every class needs "
+                        f"training images ({', '.join(IMAGE_EXTENSIONS)}); remove the empty folders")
     return classes, splits
 
 
 def _listing_key(folder: Path, files: list[str] | None = None) -> str:
-    """Hash of the resolved folder and every file's relative path, size and mtime: any
-    added, removed, replaced or touched file gives a new key, so a stale cache is never read."""
+    """Hash of the resolved folder and every file's relative path, size, mtime and inode:
+    any added, removed, replaced, moved or touched file gives a new key, so a stale cache
+    is never read."""
     folder = folder.resolve()
     if files is None:
         files = sorted(str(p) for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     h = hashlib.sha256(f"format {CACHE_FORMAT}\n{folder}\n".encode())
     for f in files:
         st = os.stat(f)
-        h.update(f"{os.path.relpath(f, folder)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        # the inode too: folders swapped in place keep every path, size and mtime
+        h.update(f"{os.path.relpath(f, folder)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n".encode())
     return h.hexdigest()
 
 

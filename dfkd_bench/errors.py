@@ -12,3 +12,7 @@ class Diverged(RuntimeError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch scheduler's time limit) while the CLI runs: handled like
     Ctrl-C, so the run is recorded as interrupted and resumes on the next call."""
+
+
+class RunLocked(Exception):
+    """Another process holds the run directory's lock; the run was skipped."""

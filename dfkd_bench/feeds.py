@@ -105,6 +105,7 @@ class PoolFeed(Feed):
         self.pool = env.method.make_pool(env.ctx.run.data_scale)
         self.shards: list[tuple[str, int]] = []  # oldest first; their samples end with the pool's
         self.next_shard = 0
+        self._previous: set[str] = set()  # the shards the previous checkpoint names
 
     def warmup_epoch(self, epoch: int) -> dict[str, float]:
         return self.start_epoch(epoch)
@@ -147,7 +148,11 @@ class PoolFeed(Feed):
         self.shards, self.next_shard = [tuple(s) for s in state["shards"]], state["next_shard"]
 
     def after_checkpoint(self) -> None:
-        self.env.shards.prune(keep={name for name, _ in self.shards})
+        """Remove shards neither this checkpoint nor the previous one (kept as a
+        fallback) names."""
+        keep = {name for name, _ in self.shards}
+        self.env.shards.prune(keep=keep | self._previous)
+        self._previous = keep
 
 
 @FEEDS.register("online")

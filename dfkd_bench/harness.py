@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import random
+import re
 import resource
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -129,11 +130,13 @@ def resolved_config(spec: RunSpec, device: torch.device) -> dict:
 
 
 def run_name(resolved: dict) -> str:
+    """``dataset__pair__method-preset__nSCALE__sSEED__HASH``: one folder name, whatever
+    the user typed (anything but letters, digits, ``.+=-`` becomes ``_``)."""
     scale = resolved["run"]["data_scale"]
-    dataset = resolved["dataset"].replace("/", "_").replace(":", "_")
     label = resolved["method"] + (f"-{resolved['preset']}" if resolved["preset"] else "")
-    return (f"{dataset}__{resolved['pair'].replace(':', '_')}__{label}__n{scale or 'default'}"
-            f"__s{resolved['seed']}__{store.config_hash(resolved)}")
+    parts = [resolved["dataset"], resolved["pair"], label, f"n{scale or 'default'}", f"s{resolved['seed']}"]
+    return "__".join(re.sub(r"[^A-Za-z0-9.+=-]", "_", p).lstrip(".") for p in parts) + "__" + \
+        store.config_hash(resolved)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -216,12 +219,13 @@ class Session:
         """Resume from the checkpoint if there is one; write config and environment.
         Returns the first epoch to run."""
         env = store.environment(self.device)
-        ckpt = self.rundir.load_checkpoint()
+        ckpt = self.rundir.load_checkpoint(warn=self.observer.message)
         if ckpt is not None:
             state = upgrade_checkpoint(ckpt)
             for name, component in self.components().items():
                 component.load_state_dict(state[name])
-            self.rundir.truncate_metrics(self.progress.epoch)
+        self.rundir.prepare_metrics(self.progress.epoch if ckpt is not None else None, self.observer.message)
+        if ckpt is not None:
             # environment.json keeps the machine the run started on; a resume on another
             # machine, commit or thread count is recorded with the resume itself.
             self.rundir.append_metrics({"event": "resume", "epoch": self.progress.epoch, "time": _now(),
@@ -265,8 +269,11 @@ class Session:
         record["top1"] = top1
 
     def checkpoint(self, epoch: int, record: dict[str, Any]) -> None:
+        """The epoch's record, then the checkpoint: a crash between the two leaves a
+        record after the checkpoint's epoch, which the resume drops and makes again."""
         with self.clock.phase("checkpoint"):
             record.update({"seconds_" + k: v for k, v in self.clock.seconds.items()})
+            self.rundir.append_metrics(record)
             self.progress.epoch = epoch
             try:
                 state = {"format": CHECKPOINT_FORMAT, **{k: c.state_dict() for k, c in self.components().items()}}
@@ -275,7 +282,6 @@ class Session:
                 self.progress.epoch = epoch - 1  # the summary must not claim an epoch no checkpoint holds
                 raise
             self.feed.after_checkpoint()
-            self.rundir.append_metrics(record)
             self.write_summary("running")
 
     # --- the end ----------------------------------------------------------------------
@@ -311,7 +317,10 @@ class Session:
         except UserError:
             raise
         except Exception as exc:
-            self.write_summary("failed", f"{type(exc).__name__}: {exc}")
+            try:
+                self.write_summary("failed", f"{type(exc).__name__}: {exc}".splitlines()[0])
+            except OSError:  # a full disk may refuse the summary too; the first error says more
+                pass
             raise
 
     def finish(self) -> RunSummary:
@@ -334,20 +343,32 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
     observer = observer or RunObserver()
     device = resolve_device(spec.run.device)
     spec = effective_spec(spec, device)
-    resolved = resolved_config(spec, device)
-    rundir = store.RunDir(store.ensure_writable_dir(spec.out), run_name(resolved))
-    previous = rundir.summary()
-    if previous is not None and previous.completed and not spec.force:
-        observer.skip(previous)
-        return previous.replace(skipped=True)
-    rundir.create(fresh=spec.force)
-    session = Session(spec, device, rundir, resolved, observer)
-    with session.recording_failures():
-        first = session.start()
-        observer.start(rundir.path.name, spec.run.epochs, first)
-        for epoch in range(first, spec.run.epochs):
-            record = session.train_epoch(epoch)
-            session.evaluate_if_due(epoch, record)
-            session.checkpoint(epoch, record)
-            observer.epoch(epoch, record)
-    return session.finish()
+    rundir = run_dir(spec, device)
+    rundir.create()
+    with rundir.lock():  # RunLocked: another process writes this run
+        previous, problem = rundir.read_summary()
+        if previous is not None and previous.completed and not spec.force:
+            observer.skip(previous)
+            return previous.replace(skipped=True)
+        if problem:
+            observer.message(f"{problem}; it will be rewritten")
+        if spec.force:
+            rundir.reset()
+        rundir.clean_temporary()
+        session = Session(spec, device, rundir, resolved_config(spec, device), observer)
+        with session.recording_failures():
+            first = session.start()
+            observer.start(rundir.path.name, spec.run.epochs, first)
+            for epoch in range(first, spec.run.epochs):
+                record = session.train_epoch(epoch)
+                session.evaluate_if_due(epoch, record)
+                session.checkpoint(epoch, record)
+                observer.epoch(epoch, record)
+        return session.finish()
+
+
+def run_dir(spec: RunSpec, device: torch.device | None = None) -> store.RunDir:
+    """Where ``spec``'s run lives (named from its resolved config and seed)."""
+    device = device or resolve_device(spec.run.device)
+    return store.RunDir(store.ensure_writable_dir(spec.out), run_name(resolved_config(effective_spec(spec, device),
+                                                                                       device)))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig, check_namespace
+from .errors import UserError
 from .data import Normalizer
 from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
@@ -163,8 +164,13 @@ class OnlineGeneratorMethod(Method):
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: register a method under its ``name``, after checking that its
     config shares no field name with ``RunConfig``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
+    if not getattr(cls, "name", ""):
+        raise UserError(f"method class {cls.__module__}.{cls.__name__} has no `name`; give it one, e.g. "
+                        f"name = \"{cls.__name__.lower()}\"")
+    if cls.name in METHODS and METHODS.get(cls.name) is not cls:
+        other = METHODS.get(cls.name)
+        raise UserError(f"method name {cls.name!r} of {cls.__module__}.{cls.__name__} is taken by "
+                        f"{other.__module__}.{other.__name__}; choose another name")
     check_namespace(cls.config_cls, f"method {cls.name}")
     METHODS.register(cls.name, cls)
     return cls

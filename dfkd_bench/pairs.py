@@ -43,15 +43,23 @@ _add("wrn40_2", "wrn16_2", "paper pair (CIFAR); GPU scale")
 _add("wrn16_2", "wrn16_1", "CPU scale (CIFAR): the paper's WRN family, shallower teacher")
 _add("resnet20", "resnet8", "CPU scale (CIFAR): He et al.'s small CIFAR ResNets")
 
-# The data set a run uses when none is given, and the pair it defaults to.
+# The data set a run uses when none is given, and the pair it defaults to: the embedded
+# digits have their own; image data sets get the papers' pair on CUDA and the CPU-scale
+# pair elsewhere (resnet34 on a CPU takes hours an epoch).
 DEFAULT_DATASET = "digits"
-DEFAULT_PAIR = {"digits": "cnn_m-cnn_s", "cifar10": "resnet34-resnet18", "cifar100": "resnet34-resnet18"}
+DEFAULT_PAIR = {"digits": "cnn_m-cnn_s"}
+DEFAULT_PAIR_BY_DEVICE = {"cuda": "resnet34-resnet18", "cpu": "resnet20-resnet8"}
 
 
-def resolve_pair(name: str | None, dataset: str) -> Pair:
-    """A registered pair, or any ``T-S`` of two known architectures (``timm:`` too)."""
+def default_pair(dataset: str, device_type: str = "cuda") -> str:
+    return DEFAULT_PAIR.get(dataset.split(":", 1)[0], DEFAULT_PAIR_BY_DEVICE.get(device_type, "resnet20-resnet8"))
+
+
+def resolve_pair(name: str | None, dataset: str, device_type: str = "cuda") -> Pair:
+    """A registered pair, or any ``T-S`` of two known architectures (``timm:`` too);
+    ``None`` is the data set's default pair on ``device_type``."""
     if name is None:
-        name = DEFAULT_PAIR.get(dataset.split(":", 1)[0], "resnet34-resnet18")
+        name = default_pair(dataset, device_type)
     if name in PAIRS:
         return PAIRS.get(name)
     teacher, sep, student = name.partition("-")

@@ -14,11 +14,12 @@ scripts and sweeps all plan through ``plan_runs``.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import RunConfig, apply_changes, check_choices, load_preset_file, parse_set_options, resolve_device
+from .config import RunConfig, apply_changes, check_fields, load_preset_file, parse_set_options, resolve_device
 from .errors import UserError
 from .method import Method
 from .pairs import DEFAULT_DATASET, resolve_pair
@@ -74,8 +75,24 @@ def resolve_method(entry: str, preset: str | None = None) -> tuple[type[Method],
     raise AssertionError
 
 
+def is_preset_file(preset: str) -> bool:
+    return Path(preset).suffix in (".yaml", ".yml")
+
+
+def preset_label(preset: str) -> str:
+    """How a preset shows in run names and tables: its name, or for a YAML file its stem
+    and a hash of its content (never the path: a run name is one safe folder name)."""
+    if not is_preset_file(preset):
+        return preset
+    try:
+        digest = hashlib.sha256(Path(preset).read_bytes()).hexdigest()[:8]
+    except OSError as exc:
+        raise UserError(f"cannot read preset file {preset}: {exc.strerror or exc}") from None
+    return f"{Path(preset).stem}-{digest}"
+
+
 def preset_changes(cls: type[Method], preset: str) -> dict[str, Any]:
-    if Path(preset).suffix in (".yaml", ".yml"):
+    if is_preset_file(preset):
         return load_preset_file(Path(preset))
     if preset in cls.presets:
         return cls.presets[preset]
@@ -110,7 +127,7 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
     for changes, source in layers:
         run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"{cls.name}: {source}", cls.renamed)
     run_cfg.validate(cls.name)
-    check_choices(method_cfg, cls.name)
+    check_fields(method_cfg, cls.name)
     return run_cfg, method_cfg
 
 
@@ -131,16 +148,15 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
         if not 0 <= seed < 2**32:
             raise UserError(f"seed {seed}: expected an integer from 0 to 2**32 - 1")
     DATASETS.get(dataset.split(":", 1)[0])
-    resolve_pair(pair, dataset)
-    if device is not None:
-        resolve_device(device)
+    pair = resolve_pair(pair, dataset, resolve_device(device or "auto").type).name
     changes = parse_set_options(sets) if isinstance(sets, list) else dict(sets or {})
     options = {"epochs": epochs, "data_scale": data_scale, "device": device}
     specs = []
     for entry in methods:
         cls, own_preset = resolve_method(entry, preset)
         run_cfg, method_cfg = configure(cls, own_preset, options, changes)
-        specs += [RunSpec(method_cls=cls, preset=own_preset or None, dataset=dataset, pair=pair, seed=seed,
+        label = preset_label(own_preset) if own_preset else None
+        specs += [RunSpec(method_cls=cls, preset=label, dataset=dataset, pair=pair, seed=seed,
                           run=run_cfg, method_config=method_cfg, out=Path(out), data_root=data_root, cache=cache,
                           download=download, train_missing_teacher=train_missing_teacher, force=force)
                   for seed in seeds]

@@ -109,3 +109,8 @@ def load_plugin(module: str) -> None:
     except ModuleNotFoundError as exc:
         raise UserError(f"cannot import plugin module {module!r}: {exc}; "
                         "pass an importable module path such as my_pkg.my_method") from None
+    except UserError as exc:
+        raise UserError(f"plugin module {module!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (whatever a plugin raises on import is one line)
+        raise UserError(f"plugin module {module!r} failed to import: {type(exc).__name__}: {exc}"
+                        .splitlines()[0]) from None

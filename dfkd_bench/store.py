@@ -3,18 +3,25 @@ resumable checkpoint and the pool's shards. Every write goes to a temporary file
 then renamed over the target, so a crash mid-write leaves the previous version intact."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run lock (see RunDir.lock)
+    fcntl = None
 
 import torch
 
-from .errors import UserError
+from .errors import RunLocked, UserError
 from .summary import RunSummary
 
 SUMMARY = "summary.json"
@@ -22,7 +29,9 @@ CONFIG = "config.json"
 ENVIRONMENT = "environment.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before, kept in case the newest cannot be read
 POOL_DIR = "pool"
+LOCK = ".lock"
 
 
 def _current_umask() -> int:
@@ -34,9 +43,10 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _atomic_replace(path: Path, write) -> None:
+def _atomic_replace(path: Path, write, before_replace: Callable[[], None] | None = None) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename
-    it over ``path``; on any failure the temporary file goes and ``path`` is untouched."""
+    it over ``path``; on any failure the temporary file goes and ``path`` is untouched.
+    ``before_replace`` runs once the new content is safely on disk."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -47,6 +57,8 @@ def _atomic_replace(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -69,6 +81,10 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
 
 
 def config_hash(resolved: dict) -> str:
@@ -94,23 +110,63 @@ class RunDir:
     def __init__(self, root: Path, name: str):
         self.path = Path(root) / name
 
-    def create(self, fresh: bool = False) -> None:
-        """Make the directory; ``fresh`` (``--force``) first removes the previous attempt's
-        checkpoint, metrics and pool shards."""
+    def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            for stale in (CHECKPOINT, METRICS):
-                self.file(stale).unlink(missing_ok=True)
-            self.shards().prune(keep=set())
+
+    def reset(self) -> None:
+        """``--force``: remove the previous attempt's checkpoints, metrics and pool shards
+        (call it while holding the lock)."""
+        for stale in (CHECKPOINT, PREVIOUS_CHECKPOINT, METRICS):
+            self.file(stale).unlink(missing_ok=True)
+        self.shards().prune(keep=set())
 
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def summary(self) -> RunSummary | None:
+    @contextmanager
+    def lock(self):
+        """One writer per run directory: an exclusive ``flock`` on ``.lock``, released by
+        the kernel when the holder dies (kill -9 included). A second process gets
+        ``RunLocked`` naming the holder. Without ``fcntl`` (not POSIX) there is no lock."""
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
-            return RunSummary.from_json(read_json(self.file(SUMMARY)))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise RunLocked(f"run {self.path.name} is being written by {holder}; skipped it") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {platform.node()} since "
+                          f"{dt.datetime.now().isoformat(timespec='seconds')}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def clean_temporary(self) -> list[str]:
+        """Remove what interrupted atomic writes left behind (``.NAME.*.tmp``); call it
+        while holding the lock. Returns the names removed."""
+        removed = []
+        for folder in (self.path, self.path / POOL_DIR):
+            for f in folder.glob(".*.tmp") if folder.is_dir() else ():
+                f.unlink(missing_ok=True)
+                removed.append(f.name)
+        return removed
+
+    def read_summary(self) -> tuple[RunSummary | None, str | None]:
+        """The summary, or None and why it could not be read (None, None: there is none)."""
+        path = self.file(SUMMARY)
+        if not path.exists():
+            return None, None
+        try:
+            return RunSummary.from_json(read_json(path)), None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return None, f"{path} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0][:300]
+
+    def summary(self) -> RunSummary | None:
+        return self.read_summary()[0]
 
     def write_summary(self, summary: RunSummary) -> None:
         atomic_write_json(self.file(SUMMARY), summary.to_json())
@@ -122,39 +178,86 @@ class RunDir:
         atomic_write_json(self.file(name), obj)
 
     def append_metrics(self, record: dict) -> None:
-        """metrics.jsonl is append-only; a torn last line (kill -9 mid-write) is dropped
-        on resume by ``truncate_metrics``."""
+        """metrics.jsonl is append-only; ``prepare_metrics`` sets aside what a crash
+        mid-write (or anything else) left unreadable."""
         with open(self.file(METRICS), "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
             fh.flush()
 
     def read_metrics(self) -> list[dict]:
-        out = []
-        try:
-            with open(self.file(METRICS)) as fh:
-                for line in fh:
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        break
-        except FileNotFoundError:
-            pass
-        return out
+        """The readable records (lines that are not a JSON object are skipped)."""
+        return self._split_metrics()[0]
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Keep only events up to the checkpointed epoch, so a resumed run's log reads
-        as if it had never stopped (the resume itself is logged as an event)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", -1) <= last_epoch]
-        atomic_write_bytes(self.file(METRICS), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+    def _split_metrics(self) -> tuple[list[dict], list[bytes]]:
+        try:
+            lines = self.file(METRICS).read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return [], []
+        good, bad = [], []
+        for raw in lines:
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                good.append(record)
+            except ValueError:
+                if raw.strip():
+                    bad.append(raw)
+        return good, bad
+
+    def prepare_metrics(self, last_epoch: int | None, warn: Callable[[str], None]) -> None:
+        """Make ``metrics.jsonl`` the log of the epochs the checkpoint holds, losing
+        nothing: unreadable lines go to ``metrics.jsonl.corrupt-<time>``; without a
+        checkpoint (``last_epoch`` None) the earlier records go to
+        ``metrics.jsonl.stale-<time>``, since the run starts over; with one, exactly the
+        records after its epoch are dropped (they are about to be made again)."""
+        good, bad = self._split_metrics()
+        if bad:
+            aside = self.file(f"{METRICS}.corrupt-{_stamp()}")
+            atomic_write_bytes(aside, b"".join(line if line.endswith(b"\n") else line + b"\n" for line in bad))
+            warn(f"{self.path.name}: {len(bad)} unreadable line(s) of {METRICS} moved to {aside.name}")
+        if last_epoch is None and good:
+            aside = self.file(f"{METRICS}.stale-{_stamp()}")
+            atomic_write_bytes(aside, _jsonl(good))
+            warn(f"{self.path.name}: no checkpoint to resume from; the run starts over and its earlier "
+                 f"{len(good)} record(s) were moved to {aside.name}")
+        kept = [r for r in good if last_epoch is not None and r.get("epoch", -1) <= last_epoch]
+        if bad or good or self.file(METRICS).exists():
+            atomic_write_bytes(self.file(METRICS), _jsonl(kept))
 
     def save_checkpoint(self, state: dict) -> None:
-        atomic_torch_save(self.file(CHECKPOINT), state)
+        """Write the checkpoint; the one it replaces becomes ``checkpoint.prev.pt``."""
+        current, previous = self.file(CHECKPOINT), self.file(PREVIOUS_CHECKPOINT)
 
-    def load_checkpoint(self) -> dict | None:
-        path = self.file(CHECKPOINT)
-        if not path.exists():
-            return None
-        return torch.load(path, map_location="cpu", weights_only=True)
+        def keep_previous():
+            if current.exists():
+                os.replace(current, previous)
+
+        _atomic_replace(current, lambda tmp: torch.save(state, tmp), before_replace=keep_previous)
+
+    def load_checkpoint(self, warn: Callable[[str], None] | None = None) -> dict | None:
+        """The newest readable checkpoint, or None. One that cannot be read is moved
+        aside (``.corrupt-<time>``) with a warning and the previous one is tried; loading
+        never executes code (``weights_only``)."""
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+            path = self.file(name)
+            if not path.exists():
+                continue
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001  (torn, empty, truncated or foreign files alike)
+                aside = path.with_name(f"{name}.corrupt-{_stamp()}")
+                os.replace(path, aside)
+                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                then = ("trying the previous checkpoint" if name == CHECKPOINT
+                        else "the run starts over (or pass --force to restart it yourself)")
+                if warn is not None:
+                    warn(f"{self.path.name}: {name} cannot be read ({reason}); moved to {aside.name}; {then}")
+        return None
+
+
+def _jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
 
 
 class ShardStore:

@@ -319,7 +319,7 @@ def load_teacher(data: DataBundle, arch: str, in_channels: int, root=None) -> nn
     meta = teacher_metadata(data.name, arch, root)
     if meta and meta.get("sha256") and meta["sha256"] != sha256_file(ckpt):
         raise UserError(f"teacher {ckpt} does not match the sha256 in its metadata; "
-                        f"re-create it with: dfkd-bench teachers train --dataset {data.name} --arch {arch}")
+                        f"re-create it with: dfkd-bench teachers train --dataset {data.name} --arch {arch} --force")
     model = build_model(arch, data.num_classes, in_channels)
     load_weights(model, load_state_dict_file(ckpt), arch, ckpt, data.name)
     return model
@@ -338,7 +338,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
         model = build_model(arch, data.num_classes, data.image_shape[0])
         top1 = train_supervised(model, data, recipe, device, progress, eval_every)
     model.to(memory_format=torch.contiguous_format)
-    extra = {"data_source": data.source, "seed": seed, "device": str(device),
+    extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
              "train_seconds": round(time.perf_counter() - started, 1)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
     return model, teacher_metadata(data.name, arch, root) or {}
@@ -359,7 +359,16 @@ def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root
                  f"({recipe.epochs} epochs over {len(data.train_labels)} images)")
         model, meta = train_teacher(data, arch, device, recipe, root)
         return model, meta
-    return model, teacher_metadata(data.name, arch, root) or {}
+    meta = teacher_metadata(data.name, arch, root) or {}
+    recorded = meta.get("data_fingerprint")
+    if recorded and data.fingerprint and recorded != data.fingerprint:
+        raise UserError(f"the {arch} teacher for {data.name} in the zoo was made with other data than it holds "
+                        f"now (data fingerprint {recorded[:12]} then, {data.fingerprint[:12]} now); train it anew "
+                        f"with: dfkd-bench teachers train --dataset {data.name} --arch {arch} --force")
+    if not recorded:
+        announce(f"the {arch} teacher for {data.name} records no data fingerprint (it predates them); "
+                 f"`dfkd-bench teachers verify --dataset {data.name} --arch {arch}` re-measures it on this data")
+    return model, meta
 
 
 def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_root=None, download: bool = False,
@@ -376,7 +385,7 @@ def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_ro
     model.to(device)
     normalizer = Normalizer(data.mean, data.std, device)
     top1 = evaluate_top1(model, data.test_images.to(device), data.test_labels.to(device), normalizer)
-    extra = {"source_sha256": sha256_file(path), "data_source": data.source}
+    extra = {"source_sha256": sha256_file(path), "data_source": data.source, "data_fingerprint": data.fingerprint}
     save_teacher(model.cpu(), data.name, arch, top1, {"imported": True}, root, source=str(path.resolve()),
                  extra=extra)
     return teacher_metadata(data.name, arch, root)

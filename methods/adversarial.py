@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import PositiveFloat, PositiveInt
 from dfkd_bench.inversion import kd_loss, top_class_share
 from dfkd_bench.method import SMOKE_RUN, Batch, OnlineGeneratorMethod, register_method
 
@@ -36,9 +37,9 @@ class AdversarialGame(OnlineGeneratorMethod):
 
 @dataclass
 class DFADConfig:
-    nz: int = 256  # generator latent size (DFAD reference code and REFERENCE.md)
-    lr_g: float = 1e-3  # generator Adam learning rate (DFAD reference code)
-    g_every: int = 5  # student steps per generator step (DFAD reference code: 5)
+    nz: PositiveInt = 256  # generator latent size (DFAD reference code and REFERENCE.md)
+    lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (DFAD reference code)
+    g_every: PositiveInt = 5  # student steps per generator step (DFAD reference code: 5)
 
 
 @register_method
@@ -79,10 +80,10 @@ class DFAD(AdversarialGame):
 
 @dataclass
 class ZSKTConfig:
-    nz: int = 256  # generator latent size (REFERENCE.md's shared generator)
-    lr_g: float = 1e-3  # generator Adam learning rate (ZSKT paper and reference runs)
-    g_every: int = 10  # student steps per generator step (ZSKT paper: n_S 10, n_G 1)
-    adv_T: float = 1.0  # temperature of the generator's KL (ZSKT paper: plain KL)
+    nz: PositiveInt = 256  # generator latent size (REFERENCE.md's shared generator)
+    lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (ZSKT paper and reference runs)
+    g_every: PositiveInt = 10  # student steps per generator step (ZSKT paper: n_S 10, n_G 1)
+    adv_T: PositiveFloat = 1.0  # temperature of the generator's KL (ZSKT paper: plain KL)
 
 
 @register_method

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfkd_bench.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import (BNStatsHook, KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for,
                                   info_nce, js_divergence, random_resized_crop, random_targets)
 from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
@@ -38,20 +39,20 @@ class InstanceFeatureHook(BNStatsHook):
 
 @dataclass
 class CMIConfig:
-    steps: int = 20  # generator steps a round; paper: 200 (digits quickstart scale)
-    synth_batch: int = 128  # images made a round; reference CIFAR runs: 256
-    lr_g: float = 1e-3  # Adam (0.5, 0.999) on generator, latents and head (paper)
-    nz: int = 256  # latent size of the reference generator
-    bn: float = 1.0  # paper
-    oh: float = 1.0  # paper
-    adv: float = 0.5  # paper
+    steps: PositiveInt = 20  # generator steps a round; paper: 200 (digits quickstart scale)
+    synth_batch: PositiveInt = 128  # images made a round; reference CIFAR runs: 256
+    lr_g: PositiveFloat = 1e-3  # Adam (0.5, 0.999) on generator, latents and head (paper)
+    nz: PositiveInt = 256  # latent size of the reference generator
+    bn: NonNegativeFloat = 1.0  # paper
+    oh: NonNegativeFloat = 1.0  # paper
+    adv: NonNegativeFloat = 0.5  # paper
     adv_loss: Literal["kl", "js"] = "kl"  # "kl": KL where teacher and student agree (reference code); "js": -JS at adv_T
-    adv_T: float = 3.0  # temperature of the "js" variant (as DeepInv's)
-    cr: float = 0.8  # contrastive weight (paper)
-    cr_T: float = 0.2  # InfoNCE temperature (paper)
-    head_dim: int = 256  # width of the MLP head and its output (paper)
-    bank_size: int = 4096  # memory bank of instance features; paper 40,960 (CIFAR), scaled to digits
-    n_neg: int = 1024  # negatives drawn from the bank a step; paper 4,096
+    adv_T: PositiveFloat = 3.0  # temperature of the "js" variant (as DeepInv's)
+    cr: NonNegativeFloat = 0.8  # contrastive weight (paper)
+    cr_T: PositiveFloat = 0.2  # InfoNCE temperature (paper)
+    head_dim: PositiveInt = 256  # width of the MLP head and its output (paper)
+    bank_size: NonNegativeInt = 4096  # memory bank of instance features; paper 40,960 (CIFAR), scaled to digits
+    n_neg: NonNegativeInt = 1024  # negatives drawn from the bank a step; paper 4,096
     local_scale: float = 0.25  # smallest area share of the second view's crop (reference: 0.25-1)
 
 

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import NonNegativeFloat, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import information_entropy_loss, top_class_share
 from dfkd_bench.method import SMOKE_RUN, OnlineGeneratorMethod, register_method
 
 
 @dataclass
 class DAFLConfig:
-    nz: int = 512  # generator latent size (reference: 512 for DAFL, 256 for the others)
-    lr_g: float = 1e-3  # generator Adam learning rate (reference CIFAR setting)
-    oh: float = 1.0  # CE against the teacher's own argmax (reference)
-    act: float = 0.001  # weight of -mean |teacher features| (reference)
-    balance: float = 20.0  # weight of the information-entropy term (reference)
-    g_every: int = 1  # one generator step every g_every student steps (reference: every step)
+    nz: PositiveInt = 512  # generator latent size (reference: 512 for DAFL, 256 for the others)
+    lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (reference CIFAR setting)
+    oh: NonNegativeFloat = 1.0  # CE against the teacher's own argmax (reference)
+    act: NonNegativeFloat = 0.001  # weight of -mean |teacher features| (reference)
+    balance: NonNegativeFloat = 20.0  # weight of the information-entropy term (reference)
+    g_every: PositiveInt = 1  # one generator step every g_every student steps (reference: every step)
 
 
 @register_method

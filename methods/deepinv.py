@@ -15,20 +15,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import KeepBest, bn_hooks, bn_loss, js_divergence, random_targets, roll_flip
 from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
 
 
 @dataclass
 class DeepInvConfig:
-    steps: int = 50  # pixel steps per batch; the paper's "DeepInv-2k" uses 2000 (CIFAR preset)
-    synth_batch: int = 128  # images made per epoch; reference: 256
-    lr_x: float = 0.1  # Adam on pixels (reference CIFAR setting); was "lr", the student's lr is run.lr
-    bn: float = 10.0  # reference CIFAR weight of the BN-statistics loss
-    oh: float = 1.0  # one-hot CE against random targets (reference)
-    adv: float = 1.0  # adversarial JS term (reference)
-    adv_T: float = 3.0  # temperature of the JS term (reference)
-    jitter: int = 4  # max roll in px (reference CIFAR); the digits preset uses 2
+    steps: PositiveInt = 50  # pixel steps per batch; the paper's "DeepInv-2k" uses 2000 (CIFAR preset)
+    synth_batch: PositiveInt = 128  # images made per epoch; reference: 256
+    lr_x: PositiveFloat = 0.1  # Adam on pixels (reference CIFAR setting); was "lr", the student's lr is run.lr
+    bn: NonNegativeFloat = 10.0  # reference CIFAR weight of the BN-statistics loss
+    oh: NonNegativeFloat = 1.0  # one-hot CE against random targets (reference)
+    adv: NonNegativeFloat = 1.0  # adversarial JS term (reference)
+    adv_T: PositiveFloat = 3.0  # temperature of the JS term (reference)
+    jitter: NonNegativeInt = 4  # max roll in px (reference CIFAR); the digits preset uses 2
 
 
 @register_method

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import NonNegativeFloat, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import bn_hooks, bn_loss, information_entropy_loss, top_class_share
 from dfkd_bench.method import SMOKE_RUN, register_method
 from dfkd_bench.methods.adversarial import ZSKT
@@ -29,14 +30,14 @@ from dfkd_bench.methods.adversarial import ZSKT
 
 @dataclass
 class DFQConfig:
-    nz: int = 256  # generator latent size (REFERENCE.md's shared generator)
-    lr_g: float = 1e-3  # generator Adam learning rate (reference runs)
-    bn: float = 1.0  # BN-statistics loss (reference)
-    oh: float = 1.0  # CE against the teacher's own argmax (reference)
-    adv: float = 1.0  # adversarial KL term (reference)
-    balance: float = 20.0  # information-entropy term (reference)
-    adv_T: float = 1.0  # temperature of the adversarial KL (chosen: plain KL, as the paper's)
-    g_every: int = 10  # student steps per generator step (reference: kd 10)
+    nz: PositiveInt = 256  # generator latent size (REFERENCE.md's shared generator)
+    lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (reference runs)
+    bn: NonNegativeFloat = 1.0  # BN-statistics loss (reference)
+    oh: NonNegativeFloat = 1.0  # CE against the teacher's own argmax (reference)
+    adv: NonNegativeFloat = 1.0  # adversarial KL term (reference)
+    balance: NonNegativeFloat = 20.0  # information-entropy term (reference)
+    adv_T: PositiveFloat = 1.0  # temperature of the adversarial KL (chosen: plain KL, as the paper's)
+    g_every: PositiveInt = 10  # student steps per generator step (reference: kd 10)
 
 
 @register_method

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.errors import UserError
+from dfkd_bench.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
 from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_layers
@@ -33,19 +33,19 @@ from dfkd_bench.models.generator import reinit_layers
 
 @dataclass
 class FastConfig:
-    steps: int = 5  # N inner steps a round (Fast5; the presets give 2 and 10)
-    lr_g: float = 3e-3  # inner Adam lr of the generator copy (paper, Fast5); meta lr = lr_g * steps
-    lr_z: float = 0.01  # inner Adam lr of the latents (paper, Fast5)
-    synth_batch: int = 128  # images made a round; paper: 256 (digits quickstart scale)
-    nz: int = 256  # latent size of the reference generator
-    bn: float = 10.0  # BN-statistics weight (paper, CIFAR)
-    oh: float = 0.5  # one-hot CE weight (paper, resnet34 -> resnet18)
-    adv: float = 1.33  # adversarial weight (paper, resnet34 -> resnet18)
+    steps: PositiveInt = 5  # N inner steps a round (Fast5; the presets give 2 and 10)
+    lr_g: PositiveFloat = 3e-3  # inner Adam lr of the generator copy (paper, Fast5); meta lr = lr_g * steps
+    lr_z: PositiveFloat = 0.01  # inner Adam lr of the latents (paper, Fast5)
+    synth_batch: PositiveInt = 128  # images made a round; paper: 256 (digits quickstart scale)
+    nz: PositiveInt = 256  # latent size of the reference generator
+    bn: NonNegativeFloat = 10.0  # BN-statistics weight (paper, CIFAR)
+    oh: NonNegativeFloat = 0.5  # one-hot CE weight (paper, resnet34 -> resnet18)
+    adv: NonNegativeFloat = 1.33  # adversarial weight (paper, resnet34 -> resnet18)
     bn_mmt: float = 0.9  # moving average of earlier rounds' BN statistics (paper)
     meta: Literal["maml", "reptile"] = "maml"  # first-order MAML (paper's default) or Reptile
     reptile_step: float = 0.5  # Reptile: share of the way to the copy a round moves (our choice)
     reset_l0: bool = True  # re-initialise l1 and the first BN once (paper)
-    reset_round: int = 120  # ...at this many rounds after the warm-up (paper)
+    reset_round: NonNegativeInt = 120  # ...at this many rounds after the warm-up (paper)
 
 
 def _variant(n: int, lr_z: float, lr_g: float, **changes) -> dict:
@@ -79,8 +79,6 @@ class Fast(Method):
 
     def __init__(self, cfg: FastConfig, ctx):
         super().__init__(cfg, ctx)
-        if cfg.steps < 1:
-            raise UserError(f"{self.name}: steps={cfg.steps}; expected a positive integer")
         self.hooks = bn_hooks(ctx.teacher, self.name, cfg.bn_mmt)
         self.generator = generator_for(ctx, cfg.nz).train()
         # One persistent module for the per-round copy, so cost hooks stay on it.

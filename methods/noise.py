@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from dfkd_bench.config import PositiveFloat
 from dfkd_bench.method import ONLINE, SMOKE_RUN, Batch, Method, register_method
 
 
 @dataclass
 class NoiseConfig:
-    std: float = 1.0  # noise scale in the normalised space (chosen: DeepInv's N(0,1) initialisation)
+    std: PositiveFloat = 1.0  # noise scale in the normalised space (chosen: DeepInv's N(0,1) initialisation)
 
 
 @register_method

@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dfkd_bench.config import NonNegativeFloat, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import kd_loss
 from dfkd_bench.method import SMOKE_RUN, Batch, register_method
 from dfkd_bench.pool import PriorityReplay
@@ -45,14 +46,14 @@ from .fast import _CPU, _PAPER, Fast, FastConfig
 
 @dataclass
 class SSDKDConfig(FastConfig):
-    steps: int = 2  # T_g: SSD-KD is timed against Fast2 and "follows the settings of Fast"
-    lr_g: float = 5e-3  # Fast2's inner lr (paper: Fast's settings)
-    lr_z: float = 0.015  # Fast2's latent lr
-    gamma: float = 2.0  # difficulty exponent: the focal-loss default (Lin et al., 2017)
-    alpha: float = 0.6  # priority exponent: prioritised replay's proportional variant (Schaul et al., 2016)
-    beta: float = 0.4  # initial IS exponent, annealed linearly to beta_final over the run (Schaul et al., 2016)
-    beta_final: float = 1.0  # the paper anneals to 1 (full correction); 0 with beta 0: PS without IS weights
-    eps: float = 1e-6  # keeps zero-priority samples reachable (Eq. 6); small against KL values
+    steps: PositiveInt = 2  # T_g: SSD-KD is timed against Fast2 and "follows the settings of Fast"
+    lr_g: PositiveFloat = 5e-3  # Fast2's inner lr (paper: Fast's settings)
+    lr_z: PositiveFloat = 0.015  # Fast2's latent lr
+    gamma: NonNegativeFloat = 2.0  # difficulty exponent: the focal-loss default (Lin et al., 2017)
+    alpha: NonNegativeFloat = 0.6  # priority exponent: prioritised replay's proportional variant (Schaul et al., 2016)
+    beta: NonNegativeFloat = 0.4  # initial IS exponent, annealed linearly to beta_final over the run (Schaul et al., 2016)
+    beta_final: NonNegativeFloat = 1.0  # the paper anneals to 1 (full correction); 0 with beta 0: PS without IS weights
+    eps: NonNegativeFloat = 1e-6  # keeps zero-priority samples reachable (Eq. 6); small against KL values
     priority_sampling: bool = True  # Table 4 "PS"; off: uniform sampling and unit weights
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)

@@ -246,8 +246,9 @@ def test_paper_and_cpu_pairs_are_registered():
     for name in paper + ["wrn16_2-wrn16_1", "resnet20-resnet8", "cnn_m-cnn_s"]:
         assert name in PAIRS
     assert all("CPU scale" in PAIRS.get(n).note for n in ("wrn16_2-wrn16_1", "resnet20-resnet8"))
-    assert DEFAULT_PAIR["cifar10"] == DEFAULT_PAIR["cifar100"] == "resnet34-resnet18"
-    assert resolve_pair(None, "cifar100").name == "resnet34-resnet18"
+    assert resolve_pair(None, "cifar100", "cuda").name == resolve_pair(None, "cifar10").name == "resnet34-resnet18"
+    assert resolve_pair(None, "imagefolder:x", "cpu").name == "resnet20-resnet8"  # CPU-scale on a CPU
+    assert resolve_pair(None, "digits", "cpu").name == DEFAULT_PAIR["digits"] == "cnn_m-cnn_s"
     assert PAIRS.get("wrn40_2-wrn16_1").parameter_counts() == (2_243_546, 175_066)
     assert PAIRS.get("cnn_m-cnn_s").in_channels == 1
 

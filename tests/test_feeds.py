@@ -49,13 +49,15 @@ def test_pool_images_are_written_once_and_the_checkpoint_does_not_grow(tiny_zoo,
 
 
 def test_shards_of_evicted_samples_are_removed(tiny_zoo, tmp_path):
-    # SSD-KD's smoke buffer holds 24; 16 new samples an epoch: after 3 epochs the oldest
-    # shard holds only evicted samples and goes.
-    summary = harness.run(smoke_spec("ssdkd", tmp_path / "r", epochs=3))
+    # SSD-KD's smoke buffer holds 24; 16 new samples an epoch: a shard whose samples are
+    # all evicted goes once neither the checkpoint nor the previous one names it.
+    summary = harness.run(smoke_spec("ssdkd", tmp_path / "r", epochs=4))
     rundir = tmp_path / "r" / summary.name
     state = checkpoint(summary, tmp_path / "r")["feed"]
-    assert state["shards"] == [("shard-000001.pt", 16), ("shard-000002.pt", 16)]
-    assert sorted(f.name for f in (rundir / "pool").iterdir()) == ["shard-000001.pt", "shard-000002.pt"]
+    assert state["shards"] == [("shard-000002.pt", 16), ("shard-000003.pt", 16)]
+    previous = torch.load(rundir / store.PREVIOUS_CHECKPOINT, weights_only=True)["feed"]
+    assert previous["shards"] == [("shard-000001.pt", 16), ("shard-000002.pt", 16)]
+    assert sorted(f.name for f in (rundir / "pool").iterdir()) == [f"shard-00000{i}.pt" for i in (1, 2, 3)]
     assert state["pool"]["size"] == 24 and state["pool"]["priorities"].shape == (24,)
 
 

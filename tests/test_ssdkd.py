@@ -115,7 +115,7 @@ def test_distill_loss_is_is_weighted_and_priorities_refresh():
 
 
 def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
-    from dfkd_bench.config import check_choices
+    from dfkd_bench.config import check_fields
     from dfkd_bench.errors import UserError
     from dfkd_bench.plan import configure
     method = make(is_norm="mean")
@@ -126,4 +126,4 @@ def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
     with pytest.raises(UserError, match="is_norm='max'; accepted: buffer, batch, mean"):
         configure(SSDKD, sets={"is_norm": "max"})
     with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: buffer, batch, mean"):
-        check_choices(SSDKD.config_cls(is_norm="max"), "ssdkd")
+        check_fields(SSDKD.config_cls(is_norm="max"), "ssdkd")

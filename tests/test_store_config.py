@@ -54,16 +54,34 @@ def test_crash_during_checkpoint_save_leaves_previous_checkpoint(tmp_path, monke
     assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.pt"]
 
 
-def test_torn_metrics_line_is_dropped_on_read(tmp_path):
+def test_unreadable_metrics_lines_are_moved_aside_and_valid_records_kept(tmp_path):
+    """A junk first line, a non-UTF-8 line and a torn last line: every valid record up
+    to the checkpoint's epoch stays, exactly the later ones go, the bad lines are kept
+    in a .corrupt file with a warning."""
     run = store.RunDir(tmp_path, "run")
     run.create()
-    run.append_metrics({"event": "epoch", "epoch": 0})
-    run.append_metrics({"event": "epoch", "epoch": 1})
-    with open(run.file(store.METRICS), "a") as fh:
-        fh.write('{"event": "epo')
+    path = run.file(store.METRICS)
+    path.write_bytes(b"junk\n" + b'{"event": "epoch", "epoch": 0}\n' + b"\xff\xfe\n" + b'{"event": "epoch", "epoch": 1}\n'
+                     + b'{"event": "epoch", "epoch": 2}\n{"event": "epo')
+    assert [r["epoch"] for r in run.read_metrics()] == [0, 1, 2]
+    warnings = []
+    run.prepare_metrics(1, warnings.append)
     assert [r["epoch"] for r in run.read_metrics()] == [0, 1]
-    run.truncate_metrics(0)
-    assert [r["epoch"] for r in run.read_metrics()] == [0]
+    (aside,) = tmp_path.glob("run/metrics.jsonl.corrupt-*")
+    assert aside.read_bytes() == b"junk\n\xff\xfe\n" + b'{"event": "epo\n'
+    assert len(warnings) == 1 and "3 unreadable line(s)" in warnings[0] and aside.name in warnings[0]
+
+
+def test_without_a_checkpoint_earlier_records_are_moved_aside(tmp_path):
+    run = store.RunDir(tmp_path, "run")
+    run.create()
+    for epoch in range(3):
+        run.append_metrics({"event": "epoch", "epoch": epoch})
+    warnings = []
+    run.prepare_metrics(None, warnings.append)
+    assert run.read_metrics() == [] and "starts over" in warnings[0]
+    (aside,) = tmp_path.glob("run/metrics.jsonl.stale-*")
+    assert aside.read_text().count("\n") == 3
 
 
 def test_unwritable_output_directory_is_a_user_error(tmp_path):
