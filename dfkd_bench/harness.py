@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import store
 from .config import resolve_device, to_dict
@@ -120,6 +121,30 @@ class StudentTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
 
+def mutable_snapshot(method: Method) -> dict[str, Any]:
+    """Copies of a method's own modules, tensors and numbers (not its config, context or
+    hooks), to tell whether any of them changes during an epoch."""
+    out: dict[str, Any] = {}
+    for name, value in vars(method).items():
+        if isinstance(value, nn.Module):
+            out[name] = [t.detach().clone() for t in value.state_dict().values()]
+        elif torch.is_tensor(value):
+            out[name] = value.detach().clone()
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+    return out
+
+
+def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    def same(a, b):
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if torch.is_tensor(a):
+            return torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+        return a == b
+    return sorted(k for k in after if k not in before or not same(before[k], after[k]))
+
+
 def resolved_config(spec: RunSpec, device: torch.device) -> dict:
     pair = resolve_pair(spec.pair, spec.dataset)
     return {
@@ -204,6 +229,10 @@ class Session:
         self.trainer = StudentTrainer(student, self.method, (cfg.epochs - cfg.warmup_epochs) * self.steps, autocast)
         self.progress = RunProgress(started=_now())
         self.failure: RunSummary | None = None
+        # A method that keeps no state of its own is watched over its first epoch: if its
+        # attributes change, a resumed run would differ from an uninterrupted one.
+        stateless = type(self.method).state_dict is Method.state_dict
+        self._unsaved_watch = mutable_snapshot(self.method) if stateless else None
         self.teacher_top1 = teacher_meta.get("top1")
         if self.teacher_top1 is None:
             self.teacher_top1 = evaluate_top1(self.teacher, data.test_images, data.test_labels, self.normalizer)
@@ -283,6 +312,13 @@ class Session:
                 raise
             self.feed.after_checkpoint()
             self.write_summary("running")
+        if self._unsaved_watch is not None:
+            changed = changed_attributes(self._unsaved_watch, mutable_snapshot(self.method))
+            self._unsaved_watch = None
+            if changed:
+                self.observer.message(
+                    f"{self.spec.method}: {', '.join(changed)} changed during the epoch, but the method keeps no "
+                    "state (state_dict/load_state_dict); a resumed run will differ from an uninterrupted one")
 
     # --- the end ----------------------------------------------------------------------
     def write_summary(self, status: str, reason: str = "") -> RunSummary:

@@ -373,3 +373,18 @@ def test_a_second_ctrl_c_while_exiting_still_exits_130(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130, proc.stderr[-500:]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_method_that_changes_but_keeps_no_state_is_warned_about(tiny_zoo, tmp_path):
+    from dfkd_bench.registry import METHODS
+    from tests.plugins.tiny import Diverging  # keeps self.epoch but has no state_dict
+
+    assert METHODS.get("diverging") is Diverging
+    recorder = Messages()
+    harness.run(smoke_spec("diverging", tmp_path / "r", preset=None, epochs=2, batch_size=8, kd_steps=2,
+                           at_epoch=5), recorder)
+    (warning,) = [m for m in messages(recorder) if "keeps no state" in m]
+    assert warning.startswith("diverging: epoch changed during the epoch")
+    recorder = Messages()
+    harness.run(smoke_spec("fast", tmp_path / "r"), recorder)  # a method with state: no warning
+    assert not [m for m in messages(recorder) if "keeps no state" in m]
