@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,14 @@ def run_cli(capsys, *argv):
 class Messages(Recorder):
     def message(self, text):
         self.events.append(("message", text))
+
+
+def interrupted_run(method: str, out, epochs: int, after: int):
+    """A smoke run of ``method`` stopped (as by Ctrl-C) once epoch ``after`` is saved."""
+    spec = smoke_spec(method, out, epochs=epochs)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(spec, StopAfter(after))
+    return spec, harness.run_dir(spec)
 
 
 def messages(recorder) -> list[str]:
@@ -121,10 +128,8 @@ def test_two_identical_commands_at_once_write_each_epoch_once(tmp_path, tiny_zoo
 # 3. resume never deletes valid records -------------------------------------------------
 
 def test_junk_first_line_keeps_the_valid_records(tiny_zoo, tmp_path):
-    spec = smoke_spec("kd", tmp_path / "r", epochs=4)
-    with pytest.raises(KeyboardInterrupt):
-        harness.run(spec, StopAfter(2))
-    path = harness.run_dir(spec).file(store.METRICS)
+    spec, rundir = interrupted_run("kd", tmp_path / "r", epochs=4, after=2)
+    path = rundir.file(store.METRICS)
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"junk\n" + b"".join(lines[1:]))  # epoch 0's record replaced by junk
     recorder = Messages()
@@ -136,10 +141,7 @@ def test_junk_first_line_keeps_the_valid_records(tiny_zoo, tmp_path):
 
 
 def test_a_deleted_checkpoint_restarts_without_mixing_old_records(tiny_zoo, tmp_path):
-    spec = smoke_spec("kd", tmp_path / "r", epochs=4)
-    with pytest.raises(KeyboardInterrupt):
-        harness.run(spec, StopAfter(1))
-    rundir = harness.run_dir(spec)
+    spec, rundir = interrupted_run("kd", tmp_path / "r", epochs=4, after=1)
     for name in (store.CHECKPOINT, store.PREVIOUS_CHECKPOINT):
         rundir.file(name).unlink()
     recorder = Messages()
@@ -168,10 +170,7 @@ def test_a_non_utf8_summary_is_rewritten_and_force_always_works(capsys, tmp_path
 @pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 not a zip", b"\x80\x02}q\x00."])
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(damage, tiny_zoo, tmp_path):
     full = harness.run(smoke_spec("kd", tmp_path / "full", epochs=4))
-    spec = smoke_spec("kd", tmp_path / "r", epochs=4)
-    with pytest.raises(KeyboardInterrupt):
-        harness.run(spec, StopAfter(2))
-    rundir = harness.run_dir(spec)
+    spec, rundir = interrupted_run("kd", tmp_path / "r", epochs=4, after=2)
     rundir.file(store.CHECKPOINT).write_bytes(damage)
     recorder = Messages()
     resumed = harness.run(spec, recorder)
@@ -183,10 +182,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(damage, tiny_zoo, t
 
 
 def test_both_checkpoints_corrupt_restart_with_a_warning_and_leftover_temp_files_go(tiny_zoo, tmp_path):
-    spec = smoke_spec("deepinv", tmp_path / "r", epochs=3)
-    with pytest.raises(KeyboardInterrupt):
-        harness.run(spec, StopAfter(1))
-    rundir = harness.run_dir(spec)
+    spec, rundir = interrupted_run("deepinv", tmp_path / "r", epochs=3, after=1)
     for name in (store.CHECKPOINT, store.PREVIOUS_CHECKPOINT):
         rundir.file(name).write_bytes(b"\x00" * 10)
     (rundir.path / ".summary.json.abc123.tmp").write_text("half")
