@@ -98,8 +98,9 @@ class PriorityReplay(SamplePool):
 
     Sampling follows prioritised experience replay (Schaul et al., 2016), SSD-KD Eq. 6:
     ``P(x) = (|delta(x)| + eps)^alpha / sum_B (|delta| + eps)^alpha``, with replacement;
-    importance-sampling weights (Eq. 5) ``w(x) = (N * P(x))^-beta`` are normalised by
-    the largest weight in the buffer. ``alpha = 0`` is uniform sampling.
+    importance-sampling weights (Eq. 5) ``w(x) = (N * P(x))^-beta`` as printed, with no
+    normalisation by default (see ``importance_weights``). ``alpha = 0`` is uniform
+    sampling.
     """
 
     fixed_fields = ("images", "labels", "teacher_classes")
@@ -130,18 +131,22 @@ class PriorityReplay(SamplePool):
         scaled = (self.priorities.abs() + self.eps) ** self.alpha
         return scaled / scaled.sum()
 
-    IS_NORMS = ("buffer", "batch", "mean")
+    IS_NORMS = ("none", "buffer", "batch", "mean")
 
-    def importance_weights(self, idx: torch.Tensor, beta: float, norm: str = "buffer",
+    def importance_weights(self, idx: torch.Tensor, beta: float, norm: str = "none",
                            probs: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 5 for the items ``idx``. ``norm`` says what the weights are divided by:
-        ``buffer``, the largest weight any item in the buffer could get (Schaul et al.'s
-        1/max_i w_i, as REFERENCE.md reads Eq. 5); ``batch``, the largest weight in this
-        batch; ``mean``, the batch mean (relative weights only, the KD gradient keeps its
-        scale). ``probs``: the buffer's probabilities when the caller already has them."""
+        ``none``, nothing (Eq. 5 as printed: at beta 1 the expected weight of a sampled
+        item is exactly 1, sum_i P_i / (N P_i)); ``buffer``, the largest weight any item
+        in the buffer could get (Schaul et al.'s 1/max_i w_i: shrinks every weight as
+        priorities spread); ``batch``, the largest weight in this batch; ``mean``, the
+        batch mean (relative weights only). ``probs``: the buffer's probabilities when
+        the caller already has them."""
         p = self.probabilities() if probs is None else probs
         n = p.shape[0]
         w = (n * p[idx]) ** (-beta)
+        if norm == "none":
+            return w
         if norm == "buffer":
             return w / (n * p.min()) ** (-beta)
         if norm == "batch":
@@ -151,7 +156,7 @@ class PriorityReplay(SamplePool):
         raise ValueError(f"importance-weight normalisation {norm!r}; accepted: {', '.join(self.IS_NORMS)}")
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None, beta: float = 0.4,
-               is_norm: str = "buffer"):
+               is_norm: str = "none"):
         if not len(self):
             raise RuntimeError("sampling from an empty replay buffer")
         probs = self.probabilities()

@@ -11,8 +11,9 @@ two changes that let the student learn from a small, constant-size set of sample
   scale), oldest evicted, with priority ``delta = w * KL(teacher || student)`` (Eq. 4,
   w = 1 for a new sample); the student takes T_kd = ceil(|B| / batch) mini-batches an
   epoch by priority sampling (Eq. 6) and weights each sample's KD loss by its
-  importance weight (Eq. 5, normalised by the maximum, beta annealed to 1); after every
-  step the sampled items' priorities are refreshed.
+  importance weight (Eq. 5 as printed, ``(N * P(x))^-beta`` with no division by a
+  maximum, beta annealed to 1); after every step the sampled items' priorities are
+  refreshed.
 
 Choices where the paper is silent (each field says why): phi is a weight, not a path
 for gradients (the buffer share is a count; the paper treats phi as modulating the
@@ -23,10 +24,13 @@ augmented views the student was trained on. Ablations (the paper's Table 4) are
 presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
 ``no-diversity``, ``no-balance`` (phi = 1) and ``none`` (all three off).
 
-Measured (reports/cpu-baseline.md): the IS weights normalised by the buffer-wide maximum
-average 0.03-0.10 by the end of a run, so the KD step shrinks 10-40x; ``is_norm="mean"``
-(relative weights, unchanged step size) and ``beta_final`` (e.g. PS without correction)
-are settings for that, off by default so the defaults stay the paper's.
+Importance weights: Eq. 5 as printed is the default (``is_norm="none"``). Dividing by
+the buffer-wide maximum weight (prioritised replay's habit, ``is_norm="buffer"``, the
+default before issue 12) shrinks every weight as priorities spread: the runs in
+reports/cpu-baseline.md measured mean weights of 0.03-0.10, a KD step 10-40x smaller,
+and SSD-KD 6-13 points behind Fast2 for that alone. ``batch`` and ``mean`` are the other
+options; ``beta_final`` sets where beta's annealing ends (0 with beta 0: priority
+sampling without correction).
 """
 from __future__ import annotations
 
@@ -58,8 +62,10 @@ class SSDKDConfig(FastConfig):
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
     task_target: Literal["teacher", "random"] = "teacher"  # L_Task's labels: the teacher's prediction (Sec. 3.1) or "random"
-    is_norm: Literal["buffer", "batch", "mean"] = "buffer"  # IS weights divided by the buffer-wide max weight (Eq. 5 as in
-    # prioritised replay); "batch": by the batch max; "mean": by the batch mean (see issue 5's note)
+    # Eq. 5 as printed ("none"); "buffer": divided by the buffer-wide max weight (prioritised
+    # replay's habit, which shrinks the KD step; the default before issue 12); "batch": by the
+    # batch max; "mean": by the batch mean
+    is_norm: Literal["none", "buffer", "batch", "mean"] = "none"
     phi_normalise: bool = False  # divide phi by its batch mean: reweight samples without shrinking
     # the task term (not in the paper; off by default; see the note on issue 5's digits runs)
 

@@ -45,20 +45,47 @@ def test_alpha_zero_is_uniform():
     assert torch.allclose(buf.probabilities(), torch.full((3,), 1 / 3))
 
 
-def test_importance_weights_follow_eq5_normalised_by_max():
+def test_importance_weights_follow_eq5_as_printed_by_default():
     prios = [0.5, 1.0, 2.0, 8.0]
     buf = filled(prios, alpha=0.6, eps=1e-6)
     p = buf.probabilities()
     beta = 0.4
     raw = [(4 * float(pi)) ** (-beta) for pi in p]
     idx = torch.tensor([0, 1, 2, 3, 3])
-    w = buf.importance_weights(idx, beta)
+    assert torch.allclose(buf.importance_weights(idx, beta), torch.tensor([raw[i] for i in idx.tolist()]), atol=1e-6)
+    w = buf.importance_weights(idx, beta, "buffer")
     expected = torch.tensor([raw[i] / max(raw) for i in idx.tolist()])
     assert torch.allclose(w, expected, atol=1e-6)
     assert math.isclose(float(w[0]), 1.0, rel_tol=1e-6)  # the least likely sample has the largest weight
     _, _, meta = buf.sample(6, beta=beta)
     assert torch.allclose(meta["is_weight"], buf.importance_weights(meta["index"], beta))
     assert torch.equal(buf.importance_weights(idx, 0.0), torch.ones(5))  # beta 0: no correction
+
+
+def test_printed_eq5_weights_average_one_and_stay_near_it_under_refresh():
+    """Issue 12: at beta 1 a sampled item's expected weight is sum_i P_i / (N P_i) = 1;
+    after 1,000 sample-and-refresh steps (priority = weight x a fixed per-item KL, as
+    SSD-KD's Eq. 4) the mean weight stays above 0.5. Dividing by the buffer's maximum
+    (the old default) ends far below it."""
+    g = torch.Generator().manual_seed(0)
+    n = 1000
+    kl = torch.rand(n, generator=g) * 2
+
+    def run(norm):
+        buf = PriorityReplay(capacity=n, alpha=0.6)
+        buf.add(torch.zeros(n, 1, 1, 1), None, {"priority": torch.rand(n, generator=g)})
+        _, _, meta = buf.sample(200_000, generator=g, beta=1.0, is_norm=norm)
+        first = float(meta["is_weight"].mean())
+        means = []
+        for _ in range(1000):
+            _, _, meta = buf.sample(64, generator=g, beta=1.0, is_norm=norm)
+            buf.update_priorities(meta["index"], meta["is_weight"] * kl[meta["index"].cpu()])
+            means.append(float(meta["is_weight"].mean()))
+        return first, sum(means[-100:]) / 100
+
+    first, late = run("none")
+    assert first == pytest.approx(1.0, rel=0.05) and late > 0.5
+    assert run("buffer")[1] < 0.5
 
 
 def test_importance_weight_normalisations_batch_and_mean():
@@ -74,7 +101,7 @@ def test_importance_weight_normalisations_batch_and_mean():
     assert float(buf.importance_weights(idx, beta, "buffer").max()) < 0.99
     _, _, meta = buf.sample(6, beta=beta, is_norm="mean")
     assert math.isclose(float(meta["is_weight"].mean()), 1.0, rel_tol=1e-5)
-    with pytest.raises(ValueError, match="accepted: buffer, batch, mean"):
+    with pytest.raises(ValueError, match="accepted: none, buffer, batch, mean"):
         buf.importance_weights(idx, beta, "median")
 
 

@@ -123,7 +123,8 @@ def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
     method.buffer.update_priorities(torch.arange(4), torch.tensor([0.1, 1.0, 10.0, 100.0]))
     _, _, meta = method.buffer.sample(16, **method.sample_options(epoch=4))
     assert meta["is_weight"].mean().item() == pytest.approx(1.0, rel=1e-5)
-    with pytest.raises(UserError, match="is_norm='max'; accepted: buffer, batch, mean"):
+    with pytest.raises(UserError, match="is_norm='max'; accepted: none, buffer, batch, mean"):
         configure(SSDKD, sets={"is_norm": "max"})
-    with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: buffer, batch, mean"):
+    assert configure(SSDKD)[1].is_norm == "none"  # Eq. 5 as printed
+    with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: none, buffer, batch, mean"):
         check_fields(SSDKD.config_cls(is_norm="max"), "ssdkd")
