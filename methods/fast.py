@@ -46,6 +46,9 @@ class FastConfig:
     reptile_step: float = 0.5  # Reptile: share of the way to the copy a round moves (our choice)
     reset_l0: bool = True  # re-initialise l1 and the first BN once (paper)
     reset_round: NonNegativeInt = 120  # ...at this many rounds after the warm-up (paper)
+    # Where each round's generator starts: the meta generator (Fast's point) or a fresh
+    # initialisation (SSD-KD's Algorithm 1, line 4, read literally; no meta learning then)
+    generator_init: Literal["meta", "fresh"] = "meta"
 
 
 def _variant(n: int, lr_z: float, lr_g: float, **changes) -> dict:
@@ -91,8 +94,7 @@ class Fast(Method):
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         cfg, ctx = self.cfg, self.ctx
         self.round += 1
-        self.maybe_reset()
-        self.fast_generator.load_state_dict(self.generator.state_dict())
+        self.start_round()
         z = torch.randn(cfg.synth_batch, cfg.nz, device=ctx.device, requires_grad=True)
         targets = random_targets(cfg.synth_batch, ctx.num_classes, ctx.device)
         optimizer = torch.optim.Adam([{"params": self.fast_generator.parameters()},
@@ -105,11 +107,12 @@ class Fast(Method):
             terms = self.inner_loss(x, targets, use_adv)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            if cfg.meta == "maml":
+            if cfg.meta == "maml" and cfg.generator_init == "meta":
                 self.accumulate_meta_grad()
             optimizer.step()
             best.update(terms, x)
-        self.meta_update()
+        if cfg.generator_init == "meta":
+            self.meta_update()
         for h in self.hooks:
             h.update_average()
         return Batch(ctx.normalizer(best.tensors[0]), targets), best.logs()
@@ -128,6 +131,16 @@ class Fast(Method):
     def task_loss(self, x_aug: torch.Tensor, t_out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The one-hot term: CE of the teacher against the round's targets."""
         return F.cross_entropy(t_out, targets)
+
+    def start_round(self) -> None:
+        """The round's generator: a copy of the meta generator (after its one reset of
+        the first layers, ``reset_l0``), or with ``generator_init="fresh"`` a newly
+        initialised network."""
+        if self.cfg.generator_init == "fresh":
+            reinit_layers(self.fast_generator, [name for name, _ in self.fast_generator.named_children()])
+            return
+        self.maybe_reset()
+        self.fast_generator.load_state_dict(self.generator.state_dict())
 
     # --- meta learning -----------------------------------------------------------
     def accumulate_meta_grad(self) -> None:

@@ -24,6 +24,13 @@ augmented views the student was trained on. Ablations (the paper's Table 4) are
 presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
 ``no-diversity``, ``no-balance`` (phi = 1) and ``none`` (all three off).
 
+Generator initialisation: Algorithm 1, line 4 initialises a generative network every
+epoch, while Sec. 4.1 says SSD-KD follows Fast's settings and Table 1 times it against
+Fast2. The default is Fast's meta-learned start (``generator_init="meta"``): with T_g = 2
+inner steps, as the timing against Fast2 implies, a freshly initialised generator would
+emit near-noise, and only Fast's meta start makes 2 steps enough; line 4 then reads as
+"copy the meta generator". ``generator_init="fresh"`` is the literal reading.
+
 Importance weights: Eq. 5 as printed is the default (``is_norm="none"``). Dividing by
 the buffer-wide maximum weight (prioritised replay's habit, ``is_norm="buffer"``, the
 default before issue 12) shrinks every weight as priorities spread: the runs in

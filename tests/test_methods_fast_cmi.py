@@ -191,3 +191,23 @@ def test_keep_best_keeps_the_lowest_loss_step_on_device_first_on_ties():
             assert torch.equal(best.tensors[0], torch.full((2, 3), 1.0))
     assert best.logs() == {"loss": 0.5, "bn": 14.0}
     assert torch.equal(best.tensors[0], torch.full((2, 3), 4.0)) and torch.equal(best.tensors[1], torch.full((2, 3), -4.0))
+
+
+def test_generator_init_fresh_starts_every_round_from_a_new_initialisation():
+    """Issue 12, SSD-KD's Algorithm 1 line 4: ``fresh`` re-initialises the round's
+    generator (a new draw each round, not the meta generator) and never meta-updates;
+    ``meta`` starts from the meta generator."""
+    method = fast(generator_init="fresh")
+    meta_before = params_and_buffers(method.generator)
+    starts = []
+    for _ in range(2):
+        method.start_round()
+        starts.append(params_and_buffers(method.fast_generator))
+    assert not all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])  # a new draw each round
+    assert not all(torch.equal(starts[0][k], meta_before[k]) for k in starts[0])
+    method.synthesize(0)
+    assert all(torch.equal(v, meta_before[k]) for k, v in params_and_buffers(method.generator).items())
+    meta = fast()
+    meta.start_round()
+    assert all(torch.equal(v, params_and_buffers(meta.generator)[k])
+               for k, v in params_and_buffers(meta.fast_generator).items())
