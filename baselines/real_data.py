@@ -20,6 +20,7 @@ class Scratch(Method):
 
     name = "scratch"
     mode = REAL
+    data_scale_means = "a class-balanced subset of that many real images"
     presets = {
         # The teacher zoo's CIFAR recipe applied to the student (Table rows "Student").
         "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4},
@@ -44,6 +45,7 @@ class KD(Method):
 
     name = "kd"
     mode = REAL
+    data_scale_means = "a class-balanced subset of that many real images"
     config_cls = KDConfig
     presets = {
         "paper": {"epochs": 200, "batch_size": 128, "lr": 0.1},

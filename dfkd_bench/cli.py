@@ -50,6 +50,8 @@ def cmd_run(args) -> int:
     """Exit 0 when every run completed, 1 when one failed, 3 when none failed but one was
     skipped because another process was writing it."""
     specs = build_specs(args)
+    for note in plan.data_scale_notes(specs, args.data_scale):
+        err_console.print(f"dfkd-bench: warning: {note}", markup=False, highlight=False, soft_wrap=True)
     results, failed, locked = [], 0, 0
     with progress_bar() as bar:
         overall = bar.add_task("runs", total=len(specs), info="")
@@ -84,7 +86,7 @@ def print_run_table(results: list[RunSummary], pair_note: str = "") -> None:
     for (dataset, pair), group in _group_by_setting(results).items():
         first = group[0]
         table = Table(title=f"{dataset}, {pair}{pair_note}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
-        for col in ("method", "seed", "scale", "status", "top-1 %", "best %", "train s", "synth s",
+        for col in ("method", "seed", "scale", "status", "top-1 %", "best epoch %", "train s", "synth s",
                     "distill s", "eval s", "train FLOPs"):
             table.add_column(col, justify="left" if col in ("method", "status") else "right")
         for r in group:

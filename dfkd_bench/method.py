@@ -80,6 +80,10 @@ class Method:
     run_defaults: ClassVar[dict[str, Any]] = {}
     mode: ClassVar[str] = POOL
     renamed: ClassVar[dict[str, str]] = {}
+    # What ``run.data_scale`` means for this method, if it has a data scale of its own
+    # (SSD-KD: its buffer size; KD: the real subset). For the others it only changes the
+    # budget (pool capacity and student steps), and the planner says so.
+    data_scale_means: ClassVar[str] = ""
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg

@@ -131,6 +131,23 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
     return run_cfg, method_cfg
 
 
+def data_scale_notes(specs: list[RunSpec], data_scale: int | None) -> list[str]:
+    """One line for each method of a plan that has no data scale of its own when
+    ``--data-scale`` was given: for it the option only changes the budget."""
+    if not data_scale:
+        return []
+    notes, seen = [], set()
+    for spec in specs:
+        cls = spec.method_cls
+        if cls.data_scale_means or cls.name in seen:
+            continue
+        seen.add(cls.name)
+        pool = "pool capacity and " if cls.mode == "pool" else ""
+        notes.append(f"{spec.label}: --data-scale {data_scale} changes its budget ({pool}{spec.run.steps_per_epoch()} "
+                     f"student steps an epoch); it has no data scale of its own, so this is not its published setting")
+    return notes
+
+
 def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: str | None = None,
               preset: str | None = None, seeds: Iterable[int] = (0,), epochs: int | None = None,
               data_scale: int | None = None, device: str | None = None,

@@ -33,7 +33,7 @@ def test_every_preset_of_every_method_applies_and_validates(method, preset):
 def test_layers_apply_in_the_documented_order():
     ssdkd = METHODS.get("ssdkd")
     assert configure(ssdkd)[0].data_scale == 1280  # run_defaults over RunConfig()
-    assert configure(ssdkd, "cpu")[0].data_scale == 5000  # preset over run_defaults
+    assert configure(ssdkd, "cpu")[0].data_scale == 512  # preset over run_defaults
     assert configure(ssdkd, "cpu", {"data_scale": 100})[0].data_scale == 100  # option over preset
     run, cfg = configure(ssdkd, "cpu", {"data_scale": 100}, {"data_scale": "200", "ssdkd.gamma": "3"})
     assert run.data_scale == 200 and cfg.gamma == 3.0  # --set over everything
@@ -151,3 +151,39 @@ def test_a_broken_outside_plugin_is_reported_in_one_line_and_the_rest_works(monk
     assert "deepinv" in out
     (line,) = err.strip().splitlines()
     assert "plugin 'broken' (broken_pkg.method:Broken" in line and "missing_dependency" in line
+
+
+def _samples_per_epoch(run) -> int:
+    return run.steps_per_epoch() * run.batch_size
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_presets_keep_the_structure_that_defines_each_method(scale):
+    """Issue 12: a preset that shrinks a method keeps its defining ratios. Fast-N trains
+    on at least 10x (paper: 20x) SSD-KD's samples an epoch; every SSD-KD preset (the
+    ablations too) fills its buffer before the first KD step and evicts from it during
+    the run; CMI's synthesis batch is not smaller than its KD batch."""
+    fast, ssdkd, cmi = (METHODS.get(n) for n in ("fast", "ssdkd", "cmi"))
+    suffix = "-cpu" if scale == "cpu" else ""
+    ssd_run, _ = configure(ssdkd, scale)
+    for n in (2, 5, 10):
+        fast_run, _ = configure(fast, f"fast{n}{suffix}")
+        assert _samples_per_epoch(fast_run) >= (10 if scale == "cpu" else 20) * ssd_run.data_scale
+    names = [p for p in ssdkd.presets if p != "smoke" and ((p == "cpu" or p.endswith("-cpu")) == (scale == "cpu"))]
+    assert len(names) >= 6
+    for preset in names:
+        run, cfg = configure(ssdkd, preset)
+        assert run.warmup_epochs * cfg.synth_batch >= run.data_scale, preset  # full before the first KD step
+        assert run.epochs * cfg.synth_batch >= 2 * run.data_scale, preset  # and evicted from
+    run, cfg = configure(cmi, scale)
+    assert cfg.synth_batch >= run.batch_size
+
+
+def test_data_scale_warns_the_methods_it_only_rebudgets():
+    from dfkd_bench.plan import data_scale_notes
+
+    specs = plan_runs(["ssdkd", "kd", "fast2", "deepinv"], data_scale=1000)
+    notes = data_scale_notes(specs, 1000)
+    assert [n.split(":")[0] for n in notes] == ["fast-fast2", "deepinv"]
+    assert "pool capacity and 4 student steps an epoch" in notes[0]  # ceil(1000 / 256), fast2's batch
+    assert data_scale_notes(specs, None) == []
