@@ -56,7 +56,7 @@ class Announce(RunObserver):
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| run | seed | epochs | samples/epoch | top-1 % | best % | synth s/epoch | distill s/epoch | "
+    lines = ["| run | seed | epochs | samples/epoch | top-1 % | best epoch % | synth s/epoch | distill s/epoch | "
              "eval s/epoch | train s | training FLOPs | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["final_top1"] is None, -(r["final_top1"] or 0))):
         e = max(1, r["epochs_done"])

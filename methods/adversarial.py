@@ -102,10 +102,15 @@ class ZSKT(AdversarialGame):
         # REFERENCE.md lists no ZSKT settings of its own; its published table (resnet34->
         # resnet18, vgg11->resnet18, wrn40_2->wrn16_1 / wrn40_1 / wrn16_2) comes from the
         # shared reference runs, whose settings these are: batch 256, student SGD lr 0.1,
-        # 200 epochs of 400 steps, T 20, lr_g 1e-3, nz 256; 10 student steps per generator
-        # step from the ZSKT paper (whose own Adam student the harness does not offer).
-        "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
-                  "lr_g": 1e-3, "nz": 256, "g_every": 10},
+        # 200 epochs of 400 steps, lr_g 1e-3, nz 256. The script behind the published figure
+        # stepped the generator once per 5 student steps and ran the student at T 1 (its KD
+        # criterion is replaced for the online methods; REFERENCE.md); ``paper-t20`` keeps
+        # the T 20 the settings name. (The ZSKT paper itself: 10 student steps per
+        # generator step, with an Adam student the harness does not offer.)
+        "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 1.0,
+                  "lr_g": 1e-3, "nz": 256, "g_every": 5},
+        "paper-t20": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
+                      "lr_g": 1e-3, "nz": 256, "g_every": 5},
         # About 10 minutes for wrn16_2->wrn16_1 (7 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings scaled to 2 cores (~0.85 s a step at
         # batch 128; the generator's forward dominates, its step comes every 10th).

@@ -19,8 +19,14 @@ Choices where the paper is silent (each field says why): phi is a weight, not a 
 for gradients (the buffer share is a count; the paper treats phi as modulating the
 loss); the task term is CE against the teacher's own prediction, as Sec. 3.1 defines
 L_Task (``task_target="random"`` gives Fast's random targets); KL for the priorities
-is at T = 1 ("KL between the softmax outputs"); priorities are refreshed on the
-augmented views the student was trained on. Ablations (the paper's Table 4) are
+is at T = 1 ("KL between the softmax outputs") for new and refreshed items alike. The
+two differ in view and student mode, on purpose: a new item's priority is taken on the
+stored image with the student in eval mode (as the synthesis phase leaves it), and a
+refresh reuses the KD step's own forward pass (the augmented view, the student in train
+mode). The refresh so costs no extra forward, which is the point of SSD-KD, and taking
+new priorities in train mode would update the student's BN running statistics with
+batches it is not trained on; an extra eval-mode forward each step would cost about a
+third of a KD step. Ablations (the paper's Table 4) are
 presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
 ``no-diversity``, ``no-balance`` (phi = 1) and ``none`` (all three off).
 

@@ -234,3 +234,21 @@ def test_online_resume_after_interrupt_matches_uninterrupted(tiny_zoo, tmp_path)
     assert same_tensors(a["method"]["generator"], b["method"]["generator"])
     metrics = [json.loads(line) for line in (out / full.name / store.METRICS).read_text().splitlines()]
     assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name, per_epoch", [("dafl", 80), ("zskt", 80), ("dfq", 40)])
+def test_paper_presets_step_the_generator_as_the_published_scripts(name, per_epoch):
+    """Issue 12: one generator step per 5 student steps for DAFL and ZSKT, per 10 for DFQ
+    (80 / 80 / 40 in a 400-step epoch), and the student at T 1, as the scripts behind the
+    published figures ran; ``paper-t20`` keeps T 20."""
+    from dfkd_bench.plan import configure
+
+    cls = METHODS.get(name)
+    run, cfg = configure(cls, "paper")
+    assert run.T == 1.0 and configure(cls, "paper-t20")[0].T == 20.0
+    ctx = make_ctx()
+    method = cls(dataclasses.replace(cfg, nz=16), ctx)  # the paper's cadence on a tiny generator
+    for _ in range(40):  # a tenth of a 400-step epoch
+        method.synthesize(0)
+    steps = {float(s["step"]) for s in method.gen.optimizer.state_dict()["state"].values()}
+    assert steps == {per_epoch / 10}
