@@ -142,10 +142,15 @@ class PoolFeed(Feed):
             self.pool.restore(fixed, {**old, "size": len(old["images"])}, device)
             self.pool.unsaved = len(self.pool)
             return
-        parts = [self.env.shards.read(name) for name, _ in state["shards"]]
+        try:
+            parts = [self.env.shards.read(name) for name, _ in state["shards"]]
+        except Exception as exc:  # noqa: BLE001  (missing, torn or foreign shard files alike)
+            raise UserError(f"a pool shard in {self.env.shards.path} cannot be read ({type(exc).__name__}: "
+                            f"{exc}".splitlines()[0][:300] + "); re-run with --force to restart the run") from None
         fixed = {k: torch.cat([p[k] for p in parts]) for k in (parts[0] if parts else {})}
         self.pool.restore(fixed, state["pool"], device)
         self.shards, self.next_shard = [tuple(s) for s in state["shards"]], state["next_shard"]
+        self._previous = {name for name, _ in self.shards}  # the loaded checkpoint stays a fallback
 
     def after_checkpoint(self) -> None:
         """Remove shards neither this checkpoint nor the previous one (kept as a

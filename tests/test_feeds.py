@@ -130,3 +130,29 @@ def test_a_teacher_without_batchnorm_is_a_user_error():
 
     with pytest.raises(UserError, match="deepinv: the teacher has no BatchNorm2d layers"):
         bn_hooks(nn.Sequential(nn.Conv2d(1, 2, 3)), "deepinv")
+
+
+def test_a_missing_pool_shard_is_one_line_naming_force(tiny_zoo, tmp_path):
+    from dfkd_bench.errors import UserError
+    from tests.helpers import StopAfter
+
+    spec = smoke_spec("deepinv", tmp_path / "r", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(spec, StopAfter(1))
+    rundir = harness.run_dir(spec)
+    (rundir.path / "pool" / "shard-000000.pt").unlink()
+    with pytest.raises(UserError, match="pool shard .* cannot be read .*--force"):
+        harness.run(spec)
+    spec.force = True
+    assert harness.run(spec).status == "completed"
+
+
+def test_a_resumed_run_keeps_the_previous_checkpoints_shards_too(tiny_zoo, tmp_path):
+    from tests.helpers import StopAfter
+
+    spec = smoke_spec("ssdkd", tmp_path / "r", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(spec, StopAfter(2))
+    summary = harness.run(spec)
+    pool = tmp_path / "r" / summary.name / "pool"
+    assert sorted(f.name for f in pool.iterdir()) == [f"shard-00000{i}.pt" for i in (1, 2, 3)]  # as uninterrupted
