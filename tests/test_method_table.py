@@ -34,6 +34,8 @@ def test_published_keys():
     assert published.published_key("ssdkd", "no-ps-cpu") is None  # an ablation is not the published row
     assert published.published_key("deepinv", "cpu", overridden=True) is None
     assert published.published_key("noise", "cpu") is None
+    assert published.published_key("ssdkd", "relaxed") == "ssdkd-relaxed"
+    assert published.published_key("dafl", "paper") == "dafl" and published.published_key("dafl", "paper-t20") is None
     assert published.cifar10("resnet34-resnet18")["cmi"] == 94.84
 
 
