@@ -9,6 +9,7 @@ buffer is better balanced than Fast's pool.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -50,12 +51,14 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for run in map(Path, args.runs):
         summary = store.RunDir(run.parent, run.name).summary()
+        target = json.loads((run / store.CONFIG).read_text())["method_config"].get("task_target")
+        label = summary.label + (f" (task_target={target})" if target else "")
         counts = torch.bincount(teacher_classes(run, summary, args.data_root), minlength=args.classes).tolist()
         n = sum(counts)
         shares = [c / n for c in counts]
         entropy = -sum(s * math.log(s) for s in shares if s > 0) / math.log(len(counts))
         ratio = max(counts) / max(1, min(counts))
-        print(f"| {summary.label} | {summary.seed} | {n} | {' '.join(map(str, counts))} | "
+        print(f"| {label} | {summary.seed} | {n} | {' '.join(map(str, counts))} | "
               f"{ratio:.1f}{'+' if min(counts) == 0 else ''} | {entropy:.3f} |")
     return 0
 

@@ -54,7 +54,7 @@ def test_each_balancing_switch_removes_its_factor(changes, expected):
 
 
 def test_task_loss_is_phi_weighted_ce_against_teacher_prediction():
-    method = make()
+    method = make(task_target="teacher")
     fill(method, [1, 1, 2, 3])
     t_out = logits_for([[0.6, 0.2, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1]])
     ce = [-math.log(0.6), -math.log(0.7)]
@@ -126,5 +126,6 @@ def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
     with pytest.raises(UserError, match="is_norm='max'; accepted: none, buffer, batch, mean"):
         configure(SSDKD, sets={"is_norm": "max"})
     assert configure(SSDKD)[1].is_norm == "none"  # Eq. 5 as printed
+    assert configure(SSDKD)[1].task_target == "random"  # measured in reports/cpu-structure.md
     with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: none, buffer, batch, mean"):
         check_fields(SSDKD.config_cls(is_norm="max"), "ssdkd")
