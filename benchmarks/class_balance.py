@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from dfkd_bench import store
-from dfkd_bench.data import Normalizer, load_dataset
+from dfkd_bench.data import load_dataset
 from dfkd_bench.registry import discover_methods
 from dfkd_bench.teachers import load_teacher
 from dfkd_bench.summary import RunSummary
