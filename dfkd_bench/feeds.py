@@ -111,8 +111,8 @@ class PoolFeed(Feed):
         return self.start_epoch(epoch)
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
-        batch, logs = self.synthesize(epoch)
-        with self.env.clock.phase("synthesis"):
+        with self.env.clock.phase("synthesis"):  # one phase: synthesize's own is the same one
+            batch, logs = self.synthesize(epoch)
             self.pool.add(batch.images, batch.labels, batch.meta)
         return {**{f"synth_{k}": float(v) for k, v in logs.items()}, "pool_size": len(self.pool)}
 

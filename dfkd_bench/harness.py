@@ -379,7 +379,8 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
     observer = observer or RunObserver()
     device = resolve_device(spec.run.device)
     spec = effective_spec(spec, device)
-    rundir = run_dir(spec, device)
+    resolved = resolved_config(spec, device)
+    rundir = _run_dir(spec.out, resolved)
     rundir.create()
     with rundir.lock():  # RunLocked: another process writes this run
         previous, problem = rundir.read_summary()
@@ -391,7 +392,7 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
         if spec.force:
             rundir.reset()
         rundir.clean_temporary()
-        session = Session(spec, device, rundir, resolved_config(spec, device), observer)
+        session = Session(spec, device, rundir, resolved, observer)
         with session.recording_failures():
             first = session.start()
             observer.start(rundir.path.name, spec.run.epochs, first)
@@ -406,5 +407,8 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
 def run_dir(spec: RunSpec, device: torch.device | None = None) -> store.RunDir:
     """Where ``spec``'s run lives (named from its resolved config and seed)."""
     device = device or resolve_device(spec.run.device)
-    return store.RunDir(store.ensure_writable_dir(spec.out), run_name(resolved_config(effective_spec(spec, device),
-                                                                                       device)))
+    return _run_dir(spec.out, resolved_config(effective_spec(spec, device), device))
+
+
+def _run_dir(out, resolved: dict) -> store.RunDir:
+    return store.RunDir(store.ensure_writable_dir(out), run_name(resolved))

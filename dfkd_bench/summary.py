@@ -8,13 +8,12 @@ written since the first release, so older summaries load too.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from .timing import TRAIN_PHASES
+
 COST_SUFFIXES = ("_flops_per_image", "_forward_images", "_backward_images")
-# "train time" is synthesis + distillation: evaluation and checkpoint writes are not
-# training, and checkpoint cost grows with what a method keeps, not with its method.
-TRAIN_PHASES = ("synthesis", "distillation")
 
 
 @dataclass
@@ -44,7 +43,6 @@ class RunSummary:
     started: str
     updated: str
     skipped: bool = False  # set when a completed run was read back instead of run
-    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @property
     def label(self) -> str:
@@ -64,7 +62,7 @@ class RunSummary:
         return self.status == "completed"
 
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("costs", "extra", "skipped")}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("costs", "skipped")}
         out.update(self.costs)
         out.update(label=self.label, train_seconds=self.train_seconds, total_seconds=self.total_seconds)
         return out
@@ -72,16 +70,15 @@ class RunSummary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
         """A summary from its JSON object (``KeyError``/``TypeError`` if it is not one).
-        Summaries written before the checkpoint phase had its name call it ``other``."""
-        names = {f.name for f in fields(cls)} - {"costs", "extra"}
+        Summaries written before the checkpoint phase had its name call it ``other``; keys
+        this version does not know are ignored."""
+        names = {f.name for f in fields(cls)} - {"costs", "skipped"}
         seconds = dict(data["seconds"])
         if "other" in seconds:
             seconds["checkpoint"] = seconds.pop("other")
         costs = {k: v for k, v in data.items() if k.endswith(COST_SUFFIXES)}
-        derived = {"label", "train_seconds", "total_seconds"}
-        extra = {k: v for k, v in data.items() if k not in names and k not in costs and k not in derived}
-        kwargs = {k: data[k] for k in names if k in data and k != "skipped"}
-        return cls(**{**kwargs, "seconds": seconds}, costs=costs, extra=extra)
+        kwargs = {k: data[k] for k in names if k in data}
+        return cls(**{**kwargs, "seconds": seconds}, costs=costs)
 
     def replace(self, **changes) -> "RunSummary":
         return dataclasses.replace(self, **changes)
