@@ -23,7 +23,7 @@ from torch import nn
 
 from . import store
 from .config import resolve_device, to_dict
-from .data import Normalizer, load_dataset, random_crop_flip
+from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
 from .errors import Diverged, Terminated, UserError
 from .events import RunObserver
 from .feeds import FeedEnv, add_logs, make_feed
@@ -32,7 +32,7 @@ from .models import build_model
 from .pairs import resolve_pair
 from .plan import RunSpec
 from .summary import RunSummary
-from .teachers import evaluate_top1, get_or_train_teacher
+from .teachers import evaluate_top1, get_or_train_teacher, teacher_normalization
 from .timing import CostCounter, PhaseClock
 
 CHECKPOINT_FORMAT = 2  # 1: before issue 10 (no "format" key; pool images inside the checkpoint)
@@ -214,7 +214,12 @@ class Session:
             self.teacher.to(memory_format=torch.channels_last)
             student.to(memory_format=torch.channels_last)
         data = self.data
-        self.normalizer = Normalizer(data.mean, data.std, device)
+        mean, std = teacher_normalization(teacher_meta, data)
+        self.normalizer = Normalizer(mean, std, device)
+        # Which teacher file and input space the run used: part of what makes two runs
+        # the same experiment (the report groups by config.json).
+        self.resolved = {**resolved, "teacher_sha256": teacher_meta.get("sha256"),
+                         "teacher_normalization": format_normalization(mean, std)}
         self.ctx = MethodContext(teacher=self.teacher, student=student, num_classes=data.num_classes,
                                  image_shape=data.image_shape, normalizer=self.normalizer, device=device, run=cfg,
                                  augment=lambda x: random_crop_flip(x, data.crop_padding, data.flip))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DataBundle, Normalizer, load_dataset, random_crop_flip
+from .data import PUBLIC_NORMALIZATION, DataBundle, Normalizer, load_dataset, parse_normalization, random_crop_flip
 from .errors import UserError
 from .models import build_model
 from .paths import cache_dir
@@ -310,6 +310,26 @@ def list_teachers(root=None) -> list[dict]:
     return sorted(found, key=lambda e: (str(e.get("dataset")), str(e.get("arch"))))
 
 
+def teacher_normalization(meta: dict | None, data: DataBundle) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a teacher was trained with, as its metadata records it. A zoo
+    teacher trained before normalisations were recorded was trained with the data set's
+    own statistics; an imported one of that time was measured with them."""
+    norm = (meta or {}).get("normalization")
+    if norm:
+        return tuple(norm["mean"]), tuple(norm["std"])
+    return tuple(data.mean), tuple(data.std)
+
+
+def teacher_normalizer(meta: dict | None, data: DataBundle, device: torch.device | str = "cpu") -> Normalizer:
+    """The normaliser every model of a run uses: the teacher's own, so the teacher, the
+    generator's output and the student all live in the space the teacher was trained in."""
+    return Normalizer(*teacher_normalization(meta, data), device)
+
+
+def _normalization_record(name: str, mean, std) -> dict:
+    return {"normalization": {"name": name, "mean": [float(m) for m in mean], "std": [float(s) for s in std]}}
+
+
 def load_teacher(data: DataBundle, arch: str, in_channels: int, root=None) -> nn.Module | None:
     """The zoo's teacher for (data set, arch), or None if there is none yet. The file's
     sha256 is checked against its metadata, so a swapped or damaged file is caught."""
@@ -339,7 +359,8 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
         top1 = train_supervised(model, data, recipe, device, progress, eval_every)
     model.to(memory_format=torch.contiguous_format)
     extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
-             "train_seconds": round(time.perf_counter() - started, 1)}
+             "train_seconds": round(time.perf_counter() - started, 1),
+             **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
     return model, teacher_metadata(data.name, arch, root) or {}
 
@@ -368,24 +389,38 @@ def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root
     if not recorded:
         announce(f"the {arch} teacher for {data.name} records no data fingerprint (it predates them); "
                  f"`dfkd-bench teachers verify --dataset {data.name} --arch {arch}` re-measures it on this data")
+    if (meta.get("recipe") or {}).get("imported") and not meta.get("normalization"):
+        announce(f"the imported {arch} teacher for {data.name} records no input normalisation (it predates them), "
+                 f"so the data set's own is assumed; re-import it with `dfkd-bench teachers import ... --force "
+                 f"--normalization public|dataset|M,M,M/S,S,S` to record the one it was trained with")
     return model, meta
 
 
+def default_import_normalization(data: DataBundle) -> str:
+    """The public checkpoints' values where they are known (CIFAR), else the data set's."""
+    return "public" if data.name in PUBLIC_NORMALIZATION else "dataset"
+
+
 def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_root=None, download: bool = False,
-                   device: torch.device = torch.device("cpu"), data: DataBundle | None = None) -> dict:
+                   device: torch.device = torch.device("cpu"), data: DataBundle | None = None,
+                   normalization: str | None = None) -> dict:
     """Copy a checkpoint in the public layout (a dict whose ``state_dict`` holds the
     weights, or a bare state dict) into the zoo after loading it strictly and measuring
-    its test top-1. Nothing in the file is executed (``weights_only`` loading).
-    Returns the recorded metadata."""
+    its test top-1 under ``normalization`` (``parse_normalization``; default: the public
+    checkpoints' values for CIFAR, else the data set's), which is recorded with it and
+    used by every run with it. Nothing in the file is executed (``weights_only``
+    loading). Returns the recorded metadata."""
     path = Path(path).expanduser()
-    state = load_state_dict_file(path)
     data = data or load_dataset(dataset, data_root, download, cache=root)
+    norm_name, mean, std = parse_normalization(normalization or default_import_normalization(data), data)
+    state = load_state_dict_file(path)
     model = build_model(arch, data.num_classes, data.image_shape[0])
     load_weights(model, state, arch, path, data.name)
     model.to(device)
-    normalizer = Normalizer(data.mean, data.std, device)
+    normalizer = Normalizer(mean, std, device)
     top1 = evaluate_top1(model, data.test_images.to(device), data.test_labels.to(device), normalizer)
-    extra = {"source_sha256": sha256_file(path), "data_source": data.source, "data_fingerprint": data.fingerprint}
+    extra = {"source_sha256": sha256_file(path), "data_source": data.source, "data_fingerprint": data.fingerprint,
+             **_normalization_record(norm_name, mean, std)}
     save_teacher(model.cpu(), data.name, arch, top1, {"imported": True}, root, source=str(path.resolve()),
                  extra=extra)
     return teacher_metadata(data.name, arch, root)
@@ -411,7 +446,7 @@ def verify(dataset: str, arch: str, root=None, data_root=None, download: bool = 
         raise UserError(f"metadata {meta_path} records no sha256 to check {ckpt} against; "
                         f"re-create the teacher with `dfkd-bench teachers train` or `teachers import`")
     model = load_teacher(data, arch, data.image_shape[0], root).to(device)
-    normalizer = Normalizer(data.mean, data.std, device)
+    normalizer = teacher_normalizer(meta, data, device)
     measured = evaluate_top1(model, data.test_images.to(device), data.test_labels.to(device), normalizer)
     recorded = meta.get("top1")
     ok = recorded is not None and abs(measured - recorded) <= tolerance

@@ -9,11 +9,11 @@ from rich.table import Table
 
 from .config import resolve_device
 from .console import DataProgress, console, progress_bar
-from .data import load_dataset
+from .data import format_normalization, load_dataset, parse_normalization
 from .errors import UserError
 from .paths import cache_dir
 from .registry import DATASETS, MODELS
-from .teachers import (TrainRecipe, import_teacher, list_teachers, teacher_metadata, teacher_paths,
+from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata, teacher_paths,
                        train_teacher, verify)
 
 
@@ -41,6 +41,10 @@ def add_teachers_parser(subparsers) -> None:
     im.add_argument("path", metavar="PATH", help="checkpoint: a dict with 'state_dict', or a bare state dict")
     _teacher_options(im)
     im.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
+    im.add_argument("--normalization", default=None, metavar="NORM",
+                    help="the input normalisation the checkpoint was trained with, recorded and used by every run "
+                         "with it: 'public' (the shared public checkpoints' values; default for cifar10/cifar100), "
+                         "'dataset' (the data set's own statistics; default elsewhere) or 'M,M,M/S,S,S'")
     im.set_defaults(func=cmd_import)
 
     ve = sub.add_parser("verify", help="check a teacher's sha256 and re-measure its test top-1")
@@ -113,15 +117,16 @@ def cmd_list(args) -> int:
                       "or `dfkd-bench teachers import PATH --dataset D --arch A`")
         return 0
     table = Table(title=f"teacher zoo ({where})")
-    for col in ("data set", "arch", "top-1 %", "recipe", "data", "date", "sha256"):
+    for col in ("data set", "arch", "top-1 %", "recipe", "data", "normalisation", "date", "sha256"):
         table.add_column(col, justify="right" if col == "top-1 %" else "left")
     for e in entries:
         if "error" in e:
-            table.add_row(e["dataset"], e["arch"], "-", f"[red]{e['error']}", "-", "-", "-")
+            table.add_row(e["dataset"], e["arch"], "-", f"[red]{e['error']}", "-", "-", "-", "-")
             continue
         top1 = e.get("top1")
         table.add_row(str(e.get("dataset")), str(e.get("arch")), "-" if top1 is None else f"{top1:.2f}",
                       recipe_summary(e), _short_source(e.get("data_source", "")),
+                      (e.get("normalization") or {}).get("name", "dataset (assumed)"),
                       str(e.get("date", "-"))[:16].replace("T", " "), str(e.get("sha256", ""))[:12] or "-")
     console.print(table)
     return 0
@@ -172,10 +177,15 @@ def cmd_import(args) -> int:
         raise UserError(f"checkpoint {path} does not exist or is not a file")
     device = _device(args)
     data = _load_data(args)
+    normalization = args.normalization or default_import_normalization(data)
+    parse_normalization(normalization, data)  # a bad value stops before the zoo is touched
     _refuse_existing(data.name, args, "import")
-    meta = import_teacher(path, args.dataset, args.arch, args.cache_dir, device=device, data=data)
+    meta = import_teacher(path, args.dataset, args.arch, args.cache_dir, device=device, data=data,
+                          normalization=normalization)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
+    norm = meta["normalization"]
     console.print(f"imported {path} as the {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
+                  f"under the {norm['name']} normalisation {format_normalization(norm['mean'], norm['std'])} "
                   f"(sha256 {meta['sha256'][:12]}) -> {ckpt}")
     return 0
 

@@ -423,3 +423,74 @@ def test_teachers_cli_import_of_bad_files_exits_2(cache, tmp_path, capsys, kind)
     code, _, err = run_cli(capsys, *PLUGIN, "teachers", "import", str(path), "--dataset", "tiny", "--arch", "cnn_s")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "PWNED").exists()
+
+
+# --- the normalisation a teacher was trained with (issue 12, item 6) ------------------
+
+def test_public_normalisation_values_are_the_reference_constants():
+    from dfkd_bench.data import PUBLIC_NORMALIZATION
+
+    assert PUBLIC_NORMALIZATION["cifar10"] == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+    assert PUBLIC_NORMALIZATION["cifar100"] == ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+    assert CIFAR["cifar10"].std != PUBLIC_NORMALIZATION["cifar10"][1]  # the project's own teachers differ
+
+
+def test_a_teacher_imported_with_its_normalisation_scores_as_under_its_own(cache, tmp_path, tiny_data, capsys):
+    """Trained under a normaliser that is not the data set's, then imported: under its own
+    normaliser the zoo measures the top-1 it was trained to, under the data set's it does
+    not, and a run with it uses the recorded one (config.json says which)."""
+    import dataclasses
+
+    from dfkd_bench import harness
+    from dfkd_bench.teachers import train_teacher
+    from tests.helpers import smoke_spec
+
+    own = dataclasses.replace(tiny_data, mean=(0.9,), std=(0.05,))
+    elsewhere = tmp_path / "elsewhere"
+    _, trained = train_teacher(own, "cnn_s", torch.device("cpu"), TrainRecipe(epochs=6, batch_size=16, lr=0.05),
+                               root=elsewhere)
+    assert trained["normalization"] == {"name": "dataset", "mean": [0.9], "std": [0.05]}
+    ckpt, _ = teacher_paths("tiny", "cnn_s", elsewhere)
+    wrong = import_teacher(ckpt, "tiny", "cnn_s", data=tiny_data, normalization="dataset")
+    assert wrong["normalization"]["mean"] == [0.35] and wrong["top1"] != trained["top1"]
+    code, out, err = run_cli(capsys, *PLUGIN, "teachers", "import", str(ckpt), "--dataset", "tiny", "--arch",
+                             "cnn_s", "--force", "--normalization", "0.9/0.05")
+    assert code == 0, err
+    meta = teacher_metadata("tiny", "cnn_s")
+    assert meta["top1"] == trained["top1"] and meta["normalization"]["name"] == "explicit"
+    assert "explicit normalisation 0.9/0.05" in out
+    assert verify("tiny", "cnn_s", data=tiny_data)["measured_top1"] == pytest.approx(trained["top1"])
+    harness.run(smoke_spec("kd", tmp_path / "out"))
+    (config,) = (tmp_path / "out").rglob("config.json")
+    resolved = json.loads(config.read_text())
+    assert resolved["teacher_normalization"] == "0.9/0.05" and resolved["teacher_sha256"] == meta["sha256"]
+    (summary,) = (tmp_path / "out").rglob("summary.json")
+    assert json.loads(summary.read_text())["teacher_top1"] == trained["top1"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0.5", "is not understood; accepted: 'public'"),
+    ("0.5,0.5/0.2,0.2", "has 2 means and 2 stds; tiny images have 1 channel(s)"),
+    ("0.5/0", "every std must be a positive number"),
+    ("public", "no public values are known for tiny"),
+])
+def test_bad_normalisation_is_a_one_line_error_before_the_zoo_is_touched(cache, tmp_path, capsys, value, message):
+    ckpt = tmp_path / "t.pt"
+    torch.save({"state_dict": trained_cnn_s().state_dict()}, ckpt)
+    code, _, err = run_cli(capsys, *PLUGIN, "teachers", "import", str(ckpt), "--dataset", "tiny", "--arch", "cnn_s",
+                           "--normalization", value)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not teacher_paths("tiny", "cnn_s")[0].exists()
+
+
+def test_cifar_imports_default_to_the_public_normalisation(tiny_data):
+    import dataclasses
+
+    from dfkd_bench.data import PUBLIC_NORMALIZATION, parse_normalization
+    from dfkd_bench.teachers import default_import_normalization
+
+    cifar = dataclasses.replace(tiny_data, name="cifar10", mean=CIFAR["cifar10"].mean, std=CIFAR["cifar10"].std,
+                                train_images=torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    assert default_import_normalization(cifar) == "public" and default_import_normalization(tiny_data) == "dataset"
+    assert parse_normalization("public", cifar)[1:] == PUBLIC_NORMALIZATION["cifar10"]
+    assert parse_normalization("dataset", cifar)[1:] == (CIFAR["cifar10"].mean, CIFAR["cifar10"].std)
