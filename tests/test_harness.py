@@ -116,8 +116,8 @@ def test_data_scale_sets_steps_and_kd_subset_is_class_balanced(tiny_zoo, tmp_pat
 
 
 def test_warmup_epochs_only_synthesize(tiny_zoo, tmp_path):
-    # adv 0: no student backward during synthesis
-    summary = harness.run(spec_for("deepinv", tmp_path / "r", epochs=3, warmup_epochs=2, adv=0.0))
+    # adv 0 and no ADI student-BN term: no student backward during synthesis
+    summary = harness.run(spec_for("deepinv", tmp_path / "r", epochs=3, warmup_epochs=2, adv=0.0, student_bn=0.0))
     assert summary.status == "completed"
     assert summary.costs["student_backward_images"] == 1 * 3 * 8  # only the last epoch distils
     records = [r for r in store.RunDir(tmp_path / "r", summary.name).read_metrics() if r["event"] == "epoch"]
