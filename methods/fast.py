@@ -4,11 +4,22 @@ Fast-N keeps one generator across rounds as a meta-learned starting point. Each 
 a copy of it and fresh latents z (with uniform random targets) are optimised for N Adam
 steps on ``bn * BN-statistics (blended with a moving average, bn_mmt) + oh *
 CE(teacher(aug(x)), targets) + adv * adversarial KL on samples where teacher and
-student agree`` (adv only after the warm-up epochs). The meta generator then learns
-first-order: the copy's gradients of every inner step accumulate into it for one
-meta-Adam step of lr ``lr_g * N`` (``meta="maml"``), or it moves part of the way to the
-copy (``meta="reptile"``). The lowest-loss batch of each round enters the pool. At
-round ``reset_round`` + warm-up the first Linear and first BN are re-initialised.
+student agree``. The meta generator then learns first-order: the copy's gradients of
+every inner step accumulate into it for one meta-Adam step of lr ``lr_g * N``
+(``meta="maml"``, what the published scripts ran), or (``meta="reptile"``) it takes one
+such Adam step on ``reptile_scale * (meta - copy)``. The lowest-loss batch of each round
+enters the pool.
+
+Rounds are counted from 1, as the reference code counts them:
+- the adversarial term is on from round ``warmup_epochs`` (the last warm-up round, whose
+  student is still untrained) onwards;
+- before round ``reset_round + warmup_epochs`` the meta generator's first Linear and
+  first BN are re-initialised (``reset_l0``) as the reference does: weights N(0, 0.02),
+  biases 0, and BN gamma N(0, 0.02) (``reset_bn_gamma = 0``). A gamma near 0 all but
+  silences the generator's input path after the reset (every other re-initialisation
+  in the reference draws gamma from N(1, 0.02)), so it is likely a slip; it is kept as
+  the default because the published numbers ran with it, and ``reset_bn_gamma=1`` gives
+  the conventional form.
 
 Presets ``fast2``/``fast5``/``fast10`` are the paper's CIFAR-10 resnet34 -> resnet18
 settings; for another pair set its adv and oh, e.g. ``--set adv=1.1 --set oh=0.4``
@@ -28,7 +39,7 @@ import torch.nn.functional as F
 from dfkd_bench.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
 from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
-from dfkd_bench.models.generator import reinit_layers
+from dfkd_bench.models.generator import reinit_all, reinit_layers
 
 
 @dataclass
@@ -42,10 +53,11 @@ class FastConfig:
     oh: NonNegativeFloat = 0.5  # one-hot CE weight (paper, resnet34 -> resnet18)
     adv: NonNegativeFloat = 1.33  # adversarial weight (paper, resnet34 -> resnet18)
     bn_mmt: float = 0.9  # moving average of earlier rounds' BN statistics (paper)
-    meta: Literal["maml", "reptile"] = "maml"  # first-order MAML (paper's default) or Reptile
-    reptile_step: float = 0.5  # Reptile: share of the way to the copy a round moves (our choice)
+    meta: Literal["maml", "reptile"] = "maml"  # first-order MAML (the published scripts) or Reptile
+    reptile_scale: PositiveFloat = 67.0  # Reptile: the meta gradient is this times (meta - copy) (reference)
     reset_l0: bool = True  # re-initialise l1 and the first BN once (paper)
     reset_round: NonNegativeInt = 120  # ...at this many rounds after the warm-up (paper)
+    reset_bn_gamma: float = 0.0  # mean of the reset BN gamma: 0 as the reference's reset_l0, 1 conventional
     # Where each round's generator starts: the meta generator (Fast's point) or a fresh
     # initialisation (SSD-KD's Algorithm 1, line 4, read literally; no meta learning then)
     generator_init: Literal["meta", "fresh"] = "meta"
@@ -99,7 +111,7 @@ class Fast(Method):
         targets = random_targets(cfg.synth_batch, ctx.num_classes, ctx.device)
         optimizer = torch.optim.Adam([{"params": self.fast_generator.parameters()},
                                       {"params": [z], "lr": cfg.lr_z}], lr=cfg.lr_g, betas=(0.5, 0.999))
-        use_adv = cfg.adv > 0 and epoch >= ctx.run.warmup_epochs
+        use_adv = cfg.adv > 0 and self.round >= ctx.run.warmup_epochs
         self.meta_optimizer.zero_grad(set_to_none=True)
         best = KeepBest()
         for _ in range(cfg.steps):
@@ -137,7 +149,7 @@ class Fast(Method):
         the first layers, ``reset_l0``), or with ``generator_init="fresh"`` a newly
         initialised network."""
         if self.cfg.generator_init == "fresh":
-            reinit_layers(self.fast_generator, [name for name, _ in self.fast_generator.named_children()])
+            reinit_all(self.fast_generator)
             return
         self.maybe_reset()
         self.fast_generator.load_state_dict(self.generator.state_dict())
@@ -151,12 +163,12 @@ class Fast(Method):
             meta_p.grad = p.grad.clone() if meta_p.grad is None else meta_p.grad + p.grad
 
     def meta_update(self) -> None:
-        if self.cfg.meta == "maml":
-            self.meta_optimizer.step()
-            return
-        with torch.no_grad():
+        """One meta-Adam step: on the accumulated inner gradients (MAML), or on
+        ``reptile_scale * (meta - copy)`` (Reptile, as the reference's ``reptile_grad``)."""
+        if self.cfg.meta == "reptile":
             for meta_p, p in zip(self.generator.parameters(), self.fast_generator.parameters()):
-                meta_p.lerp_(p, self.cfg.reptile_step)
+                meta_p.grad = (meta_p.detach() - p.detach()) * self.cfg.reptile_scale
+        self.meta_optimizer.step()
 
     def maybe_reset(self) -> bool:
         """Re-initialise the meta generator's first Linear and first BN before round
@@ -164,7 +176,7 @@ class Fast(Method):
         cfg = self.cfg
         if not cfg.reset_l0 or self.round != cfg.reset_round + self.ctx.run.warmup_epochs:
             return False
-        reinit_layers(self.generator, ["l1", "conv_blocks0"])
+        reinit_layers(self.generator, ["l1", "conv_blocks0"], bn_gamma_mean=cfg.reset_bn_gamma)
         return True
 
     # --- bookkeeping -------------------------------------------------------------

@@ -47,17 +47,31 @@ class Generator(nn.Module):
         return self.conv_blocks2(F.interpolate(out, scale_factor=2))
 
 
-def reinit_layers(module: nn.Module, names: Iterable[str]) -> None:
-    """Call ``reset_parameters()`` on each named submodule (on every descendant that
-    has one, for containers such as ``conv_blocks0``); BN running statistics are
-    reset too. All names are checked before anything changes."""
+def reinit_layers(module: nn.Module, names: Iterable[str], bn_gamma_mean: float = 1.0) -> None:
+    """Re-initialise each named submodule (every descendant, for containers such as
+    ``conv_blocks0``) as the reference code does (Fast-Datafree's ``reset_model``): Linear
+    and Conv weights from N(0, 0.02), biases 0, BN gamma from N(``bn_gamma_mean``, 0.02)
+    and beta 0 (BN running statistics are reset too; a generator runs in train mode, so
+    they never enter its output). All names are checked before anything changes."""
     names = list(names)
     modules = dict(module.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         raise KeyError(f"no submodule named {', '.join(missing)}; "
                        f"known: {', '.join(n for n in modules if n)}")
-    for n in names:
-        for m in modules[n].modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    with torch.no_grad():
+        for n in names:
+            for m in modules[n].modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.normal_(m.weight, bn_gamma_mean, 0.02)
+                    nn.init.zeros_(m.bias)
+                    m.reset_running_stats()
+
+
+def reinit_all(module: nn.Module) -> None:
+    """``reinit_layers`` on every child: a fresh generator, as CMI's per-round reset."""
+    reinit_layers(module, [name for name, _ in module.named_children()])
