@@ -219,18 +219,6 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
-             T: float = 0.2) -> torch.Tensor:
-    """InfoNCE on cosine similarities at temperature ``T``, batch mean: row i of
-    ``anchor`` should match row i of ``positive`` rather than the other rows of
-    ``positive`` (in-batch negatives) or any row of ``negatives`` (a memory bank)."""
-    a, p = F.normalize(anchor, dim=1), F.normalize(positive, dim=1)
-    logits = a @ p.t()
-    if negatives is not None and len(negatives):
-        logits = torch.cat([logits, a @ F.normalize(negatives, dim=1).t()], dim=1)
-    return F.cross_entropy(logits / T, torch.arange(len(a), device=a.device))
-
-
 @contextmanager
 def frozen(module: nn.Module):
     """Switch off ``requires_grad`` of ``module``'s trainable parameters for the block

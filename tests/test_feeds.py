@@ -61,7 +61,9 @@ def test_shards_of_evicted_samples_are_removed(tiny_zoo, tmp_path):
     assert state["pool"]["size"] == 24 and state["pool"]["priorities"].shape == (24,)
 
 
-@pytest.mark.parametrize("method,changes", [("deepinv", {"steps": 3, "synth_batch": 16}), ("kd", {})])
+# The fixture's deepinv ran before issue 12 gave DeepInv the reference's ADI term and jsdiv.
+@pytest.mark.parametrize("method,changes", [("deepinv", {"steps": 3, "synth_batch": 16, "student_bn": 0.0,
+                                                         "adv_div": "js"}), ("kd", {})])
 def test_a_format_1_checkpoint_resumes_to_the_uninterrupted_result(method, changes, tiny_zoo, tmp_path):
     """A run interrupted by the code before issue 10 (fixtures/legacy-v1) resumes under
     today's code and ends exactly where an uninterrupted run of today's code ends."""
@@ -71,7 +73,7 @@ def test_a_format_1_checkpoint_resumes_to_the_uninterrupted_result(method, chang
     full = harness.run(spec(tmp_path / "full"))
     (old,) = LEGACY.glob(f"tiny__cnn_s-cnn_s__{method}__*")
     cut = tmp_path / "cut"
-    shutil.copytree(old, cut / full.name)  # deepinv's run name changed with its lr -> lr_x rename
+    shutil.copytree(old, cut / full.name)  # deepinv's run name changed with its config since
     assert "format" not in torch.load(cut / full.name / store.CHECKPOINT, weights_only=True)
     resumed = harness.run(spec(cut))
     assert resumed.status == "completed" and resumed.final_top1 == full.final_top1

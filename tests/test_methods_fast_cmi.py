@@ -6,10 +6,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dfkd_bench.inversion import KeepBest, info_nce, random_resized_crop
+from dfkd_bench.inversion import KeepBest, random_resized_crop
 from dfkd_bench.method import MethodContext
-from dfkd_bench.methods.cmi import CMI, CMIConfig
+from dfkd_bench.methods.cmi import CMI, CMIConfig, contrastive_loss
 from dfkd_bench.methods.fast import Fast, FastConfig
 from tests.helpers import method_context
 
@@ -67,7 +68,46 @@ def test_fast_reset_l0_reinitialises_exactly_l1_and_first_bn():
             assert not torch.equal(before[k], after[k]), k
         else:
             assert torch.equal(before[k], after[k]), k
-    assert torch.equal(after["conv_blocks0.0.weight"], torch.ones_like(after["conv_blocks0.0.weight"]))
+    # as the reference's reset_l0: weights N(0, 0.02), biases 0, and BN gamma N(0, 0.02)
+    gamma = after["conv_blocks0.0.weight"]
+    assert abs(gamma.mean()) < 0.01 and 0.01 < gamma.std() < 0.03
+    assert abs(after["l1.weight"].std() - 0.02) < 0.002
+    assert not after["l1.bias"].any() and not after["conv_blocks0.0.bias"].any()
+
+
+def test_fast_reset_bn_gamma_one_is_the_conventional_form():
+    method = fast(reset_round=1, reset_bn_gamma=1.0)
+    method.round = 1
+    assert method.maybe_reset()
+    gamma = method.generator.conv_blocks0[0].weight.detach()
+    assert abs(gamma.mean() - 1) < 0.01 and 0.01 < gamma.std() < 0.03
+
+
+def test_fast_reptile_is_one_meta_adam_step_towards_the_copy():
+    method = fast(meta="reptile", steps=3, lr_g=1e-3)
+    before = {k: p.detach().clone() for k, p in method.generator.named_parameters()}
+    method.synthesize(0)
+    for k, p in method.generator.named_parameters():
+        copy_p = dict(method.fast_generator.named_parameters())[k].detach()
+        diff = copy_p - before[k]
+        # a first Adam step moves each weight by lr (= lr_g * N) in the sign of its gradient,
+        # here 67 * (meta - copy): towards the copy
+        moved = diff.abs() * 67 > 1e-4  # far above Adam's eps, where the step is lr exactly
+        expected = before[k] + 3e-3 * torch.sign(diff)
+        assert torch.allclose(p.detach()[moved], expected[moved], atol=1e-6), k
+
+
+def test_fast_adversarial_term_starts_at_the_last_warmup_round():
+    """The reference counts rounds from 1 and switches adv on at round ``warmup``."""
+    method = Fast(FastConfig(steps=1, synth_batch=4, nz=8), make_ctx(warmup=2))
+    calls = []
+    method.ctx.student.register_forward_hook(lambda *args: calls.append(1))
+    counts = []
+    for epoch in range(3):
+        calls.clear()
+        method.synthesize(epoch)
+        counts.append(len(calls))
+    assert counts == [0, 1, 1]
 
 
 def test_fast_reset_waits_for_the_warmup():
@@ -98,21 +138,52 @@ def test_fast_bn_moving_average_blends_from_the_second_round():
     assert torch.allclose(hook.loss, expected)
 
 
-def test_cmi_contrastive_loss_prefers_the_positive_view():
-    method = cmi()
+def test_cmi_contrastive_loss_by_hand_with_bank_rows_as_anchors():
     torch.manual_seed(0)
-    dim = method.bank.shape[1]
-    anchor = torch.rand(8, dim) * 3
-    same = anchor + 0.01 * torch.randn_like(anchor)
-    other = torch.rand(8, dim) * 3
-    bank = torch.rand(16, dim) * 3
-    with torch.no_grad():
-        head = method.head
-        positive = info_nce(head(anchor), head(same), head(bank), 0.2)
-        negative = info_nce(head(anchor), head(other), head(bank), 0.2)
-    assert positive < negative
-    a = torch.nn.functional.one_hot(torch.arange(4), 8).float()
-    assert info_nce(a, a, None, 0.1) < 1e-3  # orthogonal instances are told apart
+    local = F.normalize(torch.randn(5, 6), dim=1).requires_grad_()
+    glob = F.normalize(torch.randn(5, 6), dim=1).requires_grad_()
+    loss = contrastive_loss(local, glob, n_batch=2, T=0.2)
+    logits = local.detach() @ glob.detach().t() / 0.2
+    per_row = -(logits.diag() - logits.logsumexp(dim=1))
+    assert loss.item() == pytest.approx((per_row[:2].mean() + per_row[2:].mean()).item(), rel=1e-5)
+    assert contrastive_loss(local, glob, n_batch=5, T=0.2).item() == pytest.approx(per_row.mean().item(), rel=1e-5)
+    loss.backward()
+    assert local.grad.abs().sum() > 0 and glob.grad is None  # the global views are detached
+    eye = torch.eye(4)
+    assert contrastive_loss(eye, eye, 4, 0.05) < 1e-6  # distinct instances are told apart
+
+
+def test_cmi_head_bank_and_features_follow_the_reference():
+    method = cmi()
+    feature_dim = sum(m.num_features for m in method.ctx.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert method.head[0].weight.shape == (feature_dim, feature_dim)  # hidden width = feature width
+    assert method.head[2].weight.shape == (256, feature_dim)
+    assert method.head_optimizer.defaults["betas"] == (0.9, 0.999)
+    assert method.bank.shape == (20, 2 * feature_dim)  # both views of an image
+    method.synthesize(0)
+    local, glob = method.bank[:8].chunk(2, dim=1)
+    assert method.bank_count == 8 and not torch.equal(local, glob)
+    # the round's generator starts from the reference's N(0, 0.02) initialisation (one
+    # Adam step of 1e-3 later); PyTorch's default would give about 0.14 at nz 16
+    one_step = cmi(steps=1)
+    one_step.synthesize(0)
+    assert abs(one_step.generator.l1.weight.std() - 0.02) < 0.003
+    gamma = one_step.generator.conv_blocks1[1].weight
+    assert abs(gamma.mean() - 1) < 0.01
+
+
+def test_cmi_features_are_the_resnet_stages_where_the_teacher_has_them():
+    from dfkd_bench.errors import UserError
+    from dfkd_bench.methods.cmi import feature_layers
+    from dfkd_bench.models import build_model
+
+    resnet = build_model("resnet18", 10, 3)
+    assert feature_layers(resnet, "auto") == [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+    assert len(feature_layers(resnet, "bn")) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in resnet.modules())
+    small = build_model("cnn_m", 10, 1)
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for m in feature_layers(small, "auto"))
+    with pytest.raises(UserError, match="features=blocks needs a teacher with four stages"):
+        feature_layers(small, "blocks")
 
 
 def test_cmi_memory_bank_is_a_ring():
