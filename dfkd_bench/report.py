@@ -47,6 +47,7 @@ def load_summaries(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
             continue
         row["config_id"] = store.config_hash(settings)
         row["settings"] = settings
+        row["path"] = str(path.parent)
         rows.append(row)
     return pd.DataFrame(rows), problems
 
