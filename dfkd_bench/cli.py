@@ -35,6 +35,14 @@ def _seeds(text: str) -> list[int]:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
+def _scales(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise UserError(f"--data-scale {text!r}: expected comma-separated positive integers, e.g. 500,2500,5000") \
+            from None
+
+
 def build_specs(args) -> list[plan.RunSpec]:
     return plan.plan_runs(
         args.methods, dataset=args.dataset, pair=args.pair, preset=args.preset, seeds=args.seeds,
@@ -172,7 +180,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", default=DEFAULT_DATASET, help=f"data set (default: {DEFAULT_DATASET}, embedded)")
     r.add_argument("--preset", default=None, help="named preset of every method, or a YAML file of changes")
     r.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default 0)")
-    r.add_argument("--data-scale", type=int, default=None, help="samples the student trains on per epoch")
+    r.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]",
+                   help="samples the student trains on per epoch; several (500,2500,5000) make a data-scale grid: "
+                        "one run per method, scale and seed")
     r.add_argument("--epochs", type=int, default=None)
     r.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
     r.add_argument("--out", default="results", help="results directory (default results/)")

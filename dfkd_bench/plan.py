@@ -131,11 +131,26 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
     return run_cfg, method_cfg
 
 
-def data_scale_notes(specs: list[RunSpec], data_scale: int | None) -> list[str]:
+def data_scale_list(data_scale: int | Iterable[int] | None) -> list[int | None]:
+    """``--data-scale`` as the list of scales a plan expands over (``[None]``: each
+    method's own default); every scale must be a positive integer."""
+    if data_scale is None:
+        return [None]
+    scales = [data_scale] if isinstance(data_scale, int) else list(data_scale)
+    if not scales:
+        raise UserError("--data-scale is empty; give comma-separated positive integers, e.g. 500,2500,5000")
+    for scale in scales:
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale <= 0:
+            raise UserError(f"--data-scale {scale!r}: expected positive integers, e.g. 500,2500,5000")
+    return list(dict.fromkeys(scales))
+
+
+def data_scale_notes(specs: list[RunSpec], data_scale: int | Iterable[int] | None) -> list[str]:
     """One line for each method of a plan that has no data scale of its own when
     ``--data-scale`` was given: for it the option only changes the budget."""
-    if not data_scale:
+    if data_scale is None:
         return []
+    data_scale = ",".join(str(s) for s in data_scale_list(data_scale))
     notes, seen = [], set()
     for spec in specs:
         cls = spec.method_cls
@@ -143,19 +158,21 @@ def data_scale_notes(specs: list[RunSpec], data_scale: int | None) -> list[str]:
             continue
         seen.add(cls.name)
         pool = "pool capacity and " if cls.mode == "pool" else ""
-        notes.append(f"{spec.label}: --data-scale {data_scale} changes its budget ({pool}{spec.run.steps_per_epoch()} "
-                     f"student steps an epoch); it has no data scale of its own, so this is not its published setting")
+        notes.append(f"{spec.label}: --data-scale {data_scale} changes its budget ({pool}student steps an epoch, "
+                     f"{spec.run.steps_per_epoch()} at scale {spec.run.data_scale}); it has no data scale of its own, "
+                     f"so this is not its published setting")
     return notes
 
 
 def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: str | None = None,
               preset: str | None = None, seeds: Iterable[int] = (0,), epochs: int | None = None,
-              data_scale: int | None = None, device: str | None = None,
+              data_scale: int | Iterable[int] | None = None, device: str | None = None,
               sets: dict[str, Any] | list[str] | None = None, out: str | Path = "results",
               data_root: str | None = None, cache: str | None = None, download: bool = False,
               train_missing_teacher: bool = True, force: bool = False) -> list[RunSpec]:
-    """One validated ``RunSpec`` per (method, seed), methods in the order given.
-    ``sets`` is a mapping of changes or a list of ``key=value`` items."""
+    """One validated ``RunSpec`` per (method, data scale, seed), methods in the order
+    given; ``data_scale`` is one scale or a list (a data-scale grid). ``sets`` is a
+    mapping of changes or a list of ``key=value`` items."""
     methods, seeds = list(methods), list(seeds)
     if not methods:
         raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
@@ -167,14 +184,16 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
     DATASETS.get(dataset.split(":", 1)[0])
     pair = resolve_pair(pair, dataset, resolve_device(device or "auto").type).name
     changes = parse_set_options(sets) if isinstance(sets, list) else dict(sets or {})
-    options = {"epochs": epochs, "data_scale": data_scale, "device": device}
+    scales = data_scale_list(data_scale)
     specs = []
     for entry in methods:
         cls, own_preset = resolve_method(entry, preset)
-        run_cfg, method_cfg = configure(cls, own_preset, options, changes)
         label = preset_label(own_preset) if own_preset else None
-        specs += [RunSpec(method_cls=cls, preset=label, dataset=dataset, pair=pair, seed=seed,
-                          run=run_cfg, method_config=method_cfg, out=Path(out), data_root=data_root, cache=cache,
-                          download=download, train_missing_teacher=train_missing_teacher, force=force)
-                  for seed in seeds]
+        for scale in scales:
+            options = {"epochs": epochs, "data_scale": scale, "device": device}
+            run_cfg, method_cfg = configure(cls, own_preset, options, changes)
+            specs += [RunSpec(method_cls=cls, preset=label, dataset=dataset, pair=pair, seed=seed,
+                              run=run_cfg, method_config=method_cfg, out=Path(out), data_root=data_root, cache=cache,
+                              download=download, train_missing_teacher=train_missing_teacher, force=force)
+                      for seed in seeds]
     return specs

@@ -185,5 +185,23 @@ def test_data_scale_warns_the_methods_it_only_rebudgets():
     specs = plan_runs(["ssdkd", "kd", "fast2", "deepinv"], data_scale=1000)
     notes = data_scale_notes(specs, 1000)
     assert [n.split(":")[0] for n in notes] == ["fast-fast2", "deepinv"]
-    assert "pool capacity and 4 student steps an epoch" in notes[0]  # ceil(1000 / 256), fast2's batch
+    assert "pool capacity and student steps an epoch, 4 at scale 1000" in notes[0]  # ceil(1000 / 256), fast2's batch
     assert data_scale_notes(specs, None) == []
+
+
+def test_a_data_scale_grid_is_one_run_per_method_scale_and_seed():
+    specs = plan_runs(["ssdkd", "kd"], data_scale=[500, 2500, 500], seeds=[0, 1])
+    assert [(s.method, s.run.data_scale, s.seed) for s in specs] == [
+        (m, scale, seed) for m in ("ssdkd", "kd") for scale in (500, 2500) for seed in (0, 1)]
+    assert len({s.run.data_scale for s in specs if s.method == "kd"}) == 2
+    for bad in ([], [0], [-5]):
+        with pytest.raises(UserError, match="--data-scale"):
+            plan_runs(["kd"], data_scale=bad)
+
+
+def test_cli_data_scale_grid_parses_and_rejects_bad_lists(capsys):
+    from dfkd_bench.cli import main
+
+    assert main(["run", "--methods", "kd", "--data-scale", "12,x"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-scale '12,x': expected comma-separated positive integers" in err and len(err.splitlines()) == 1
