@@ -89,6 +89,11 @@ class Feed:
     def after_checkpoint(self) -> None:
         """The checkpoint naming this feed's state is on disk."""
 
+    def final_samples(self) -> torch.Tensor | None:
+        """The normalised images the student trained on at the end (a pool's content),
+        for the run's diagnostics; None where there is no such set."""
+        return None
+
 
 @FEEDS.register("pool")
 class PoolFeed(Feed):
@@ -158,6 +163,9 @@ class PoolFeed(Feed):
         keep = {name for name, _ in self.shards}
         self.env.shards.prune(keep=keep | self._previous)
         self._previous = keep
+
+    def final_samples(self) -> torch.Tensor | None:
+        return self.pool.images
 
 
 @FEEDS.register("online")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import store
+from . import diagnostics, store
 from .config import resolve_device, to_dict
 from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
 from .errors import Diverged, Terminated, UserError
@@ -367,9 +367,21 @@ class Session:
     def finish(self) -> RunSummary:
         if self.failure is not None:
             return self.failure
+        self.write_diagnostics()
         summary = self.write_summary("completed")
         self.observer.done(summary)
         return summary
+
+
+    def write_diagnostics(self) -> None:
+        """The teacher's view of the final pool for the report (``diagnostics``), timed
+        as evaluation and not counted as training cost."""
+        images = self.feed.final_samples()
+        if images is None or not len(images):
+            return
+        with self.clock.phase("evaluation"), self.counter.pause():
+            arrays = diagnostics.pool_diagnostics(self.teacher, images, self.normalizer, self.data.class_names)
+        diagnostics.write(self.rundir.path, arrays, self.data.num_classes)
 
 
 def effective_spec(spec: RunSpec, device: torch.device) -> RunSpec:
