@@ -149,9 +149,14 @@ def cmd_report(args) -> int:
         raise UserError(f"results directory {results} does not exist; run `dfkd-bench run` first or pass --results")
     out = Path(args.out)
     try:
-        table, rows, problems, files = report.write_report(results, out)
+        rep = report.write_report(results, out, pairs=args.pair, datasets=args.dataset, methods=args.methods,
+                                  baseline=args.baseline)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
+    rows, problems, files = rep.rows, rep.problems, rep.files
+    for r in rep.unfinished.itertuples(index=False) if not rep.unfinished.empty else []:
+        err_console.print(f"dfkd-bench: note: {r.name} is {r.status} ({r.epochs_done}/{r.epochs} epochs): listed, "
+                          "not averaged in", markup=False, highlight=False, soft_wrap=True)
     for where, why in problems:
         err_console.print(f"dfkd-bench: warning: skipped {where}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not rows:
@@ -163,7 +168,9 @@ def cmd_report(args) -> int:
     for r in rows:
         t.add_row(*r.values())
     console.print(t)
-    console.print("written: " + ", ".join(str(f) for f in files))
+    for line in rep.notes:
+        console.print(line)
+    console.print(f"written: {out / 'index.md'} and {len(files) - 1} more files under {out}")
     return 0
 
 
@@ -198,11 +205,18 @@ def make_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="methods with presets, pairs, data sets")
     ls.set_defaults(func=cmd_list)
 
-    rep = sub.add_parser("report", help="comparison tables from a results directory",
-                         description="Comparison tables (markdown, CSV) from the summary.json files of a results "
-                                     "tree: one row per experiment, mean ± std over its seeds.")
+    rep = sub.add_parser("report", help="tables, figures and an index from a results directory",
+                         description="Tables (markdown, CSV, LaTeX) and figures (PNG, PDF) from the run store of a "
+                                     "results tree (summaries, metrics records, diagnostics; never logs), with an "
+                                     "index.md that embeds them: one row per experiment, mean ± std over its seeds.")
     rep.add_argument("--results", default="results", help="results tree to read (default results/)")
-    rep.add_argument("--out", default="reports", help="folder the tables are written to (default reports/)")
+    rep.add_argument("--out", default="reports", help="folder the report is written to (default reports/)")
+    rep.add_argument("--pair", type=_csv, default=None, help="only these pairs (comma-separated)")
+    rep.add_argument("--dataset", type=_csv, default=None, help="only these data sets (comma-separated)")
+    rep.add_argument("--methods", type=_csv, default=None,
+                     help="only these methods: names, labels (fast-fast2-cpu) or presets, comma-separated")
+    rep.add_argument("--baseline", default=None, metavar="METHOD",
+                     help="add a speed-up table against this method label (e.g. fast-fast2-cpu)")
     rep.set_defaults(func=cmd_report)
     from .teachers_cli import add_teachers_parser
     add_teachers_parser(sub)

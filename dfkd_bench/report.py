@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from . import store
-from .summary import RunSummary
+from . import store, tables
+from .summary import COST_SUFFIXES, RunSummary
 
 GROUP = ["dataset", "pair", "label", "data_scale", "config_id"]
 # Settings that do not change what a run measures: where it ran is recorded (device,
@@ -53,40 +55,83 @@ def load_summaries(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 
 
 def distinguishing_labels(done: pd.DataFrame) -> pd.Series:
-    """The method label, plus the settings that differ between runs of the same method
-    and data scale that are not the same experiment (``kd (epochs=2)``)."""
+    """The method label, plus the fewest settings that tell apart the runs of the same
+    method and data scale that are not the same experiment (``kd (epochs=2)``). Settings
+    every config has come first; one that older configs lack (a field added since) is
+    shown only where nothing else separates them. Long values are cut to 10 characters."""
     labels = done["label"].copy()
     for _, group in done.groupby(["dataset", "pair", "label", "data_scale"], dropna=False):
         if group["config_id"].nunique() < 2:
             continue
-        configs = list(group.drop_duplicates("config_id")["settings"])
-        keys = sorted(k for k in set().union(*configs) if len({repr(c.get(k)) for c in configs}) > 1)
-        for i, settings in group["settings"].items():
-            shown = ", ".join(f"{k.removeprefix('run.')}={settings.get(k)}" for k in keys)
-            labels[i] = f"{group.at[i, 'label']} ({shown})"
+        configs = dict(zip(group["config_id"], group["settings"]))
+        differing = [k for k in set().union(*configs.values())
+                     if len({repr(c.get(k)) for c in configs.values()}) > 1]
+        differing.sort(key=lambda k: (not all(k in c for c in configs.values()), k))
+        keys: list[str] = []
+        for key in differing:
+            keys.append(key)
+            if len({tuple(repr(c.get(k)) for k in keys) for c in configs.values()}) == len(configs):
+                break
+        keys.sort()
+        for i, row in group.iterrows():
+            shown = ", ".join(f"{k.removeprefix('run.')}={_short(row['settings'].get(k))}" for k in keys)
+            labels[i] = f"{row['label']} ({shown})"
     return labels
 
 
-def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment (data set, pair, method, data scale and every other setting
-    but the seed) over its completed seeds: mean and std of final top-1, mean train
-    seconds and training FLOPs; a teacher row per pair from the zoo's measured top-1."""
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 12 else text[:10] + "…"
+
+
+def completed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs with their distinguishing labels; running, failed and
+    interrupted runs are never averaged in (the report lists them apart)."""
     done = df[df["status"] == "completed"].copy() if "status" in df else df.copy()
+    if not done.empty:
+        done["label"] = distinguishing_labels(done)
+    return done
+
+
+def experiments(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment (data set, pair, method, data scale and every other setting
+    but the seed) over its completed seeds: mean and std of final top-1 and train
+    seconds, means of every phase's seconds and cost counter."""
     if done.empty:
         return pd.DataFrame()
-    done["label"] = distinguishing_labels(done)
+    numeric = [c for c in done.columns if c.startswith("seconds_") or c.endswith(COST_SUFFIXES)]
     agg = done.groupby(GROUP, dropna=False).agg(
+        method=("method", "first"), teacher=("teacher", "first"), teacher_top1=("teacher_top1", "first"),
         seeds=("seed", "size"), top1_mean=("final_top1", "mean"), top1_std=("final_top1", "std"),
         best_top1_mean=("best_top1", "mean"), train_seconds=("train_seconds", "mean"),
-        synthesis_seconds=("seconds_synthesis", "mean"), distillation_seconds=("seconds_distillation", "mean"),
-        training_flops=("training_flops", "mean"),
-    ).reset_index().drop(columns="config_id")
-    teachers = done.groupby(["dataset", "pair"], dropna=False).agg(
-        top1_mean=("teacher_top1", "first"), teacher=("teacher", "first")).reset_index()
+        train_seconds_std=("train_seconds", "std"), total_seconds=("total_seconds", "mean"),
+        training_flops=("training_flops", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
+        **{c: (c, "mean") for c in numeric})
+    return agg.reset_index()
+
+
+def teachers_of(done: pd.DataFrame) -> pd.DataFrame:
+    """Per (data set, pair): the teacher architecture and its zoo-measured top-1."""
+    return done.groupby(["dataset", "pair"], dropna=False).agg(
+        teacher=("teacher", "first"), top1=("teacher_top1", "first")).reset_index()
+
+
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The flat experiments table: a teacher row per pair, then every experiment, with
+    mean and std of final top-1, mean train seconds and training FLOPs."""
+    done = completed_runs(df)
+    if done.empty:
+        return pd.DataFrame()
+    agg = experiments(done).drop(columns="config_id").rename(columns={
+        "seconds_synthesis": "synthesis_seconds", "seconds_distillation": "distillation_seconds"})
+    teachers = teachers_of(done).rename(columns={"top1": "top1_mean"})
     teachers["label"] = "teacher (" + teachers.pop("teacher") + ")"
     teachers["data_scale"] = 0
     teachers["seeds"] = 1
     teachers["top1_std"] = float("nan")
+    for col in ("synthesis_seconds", "distillation_seconds"):
+        if col not in agg:
+            agg[col] = float("nan")
     out = pd.concat([teachers, agg], ignore_index=True)
     return out.sort_values(["dataset", "pair", "data_scale", "top1_mean"], ascending=[True, True, True, False],
                            ignore_index=True)[["dataset", "pair", "label", "data_scale", "seeds", "top1_mean",
@@ -119,22 +164,116 @@ def to_markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: Path, out: Path) -> tuple[pd.DataFrame, list[dict[str, str]], list[tuple[str, str]],
-                                                 list[Path]]:
-    """The comparison table as markdown and CSV under ``out``; returns the table, its
-    formatted rows, the unreadable run directories (listed under the markdown table)
-    and the files written."""
+@dataclass
+class Report:
+    table: pd.DataFrame  # the flat experiments table (comparison.csv)
+    rows: list[dict[str, str]]  # its formatted rows, as the CLI prints them
+    problems: list[tuple[str, str]]  # unreadable run directories, with the reason
+    unfinished: pd.DataFrame  # runs that are running, failed or interrupted
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)  # lines for the console (fitted slopes)
+
+
+def select(df: pd.DataFrame, pairs=None, datasets=None, methods=None) -> pd.DataFrame:
+    """Rows of the given pairs, data sets and methods (a method name, a label such as
+    ``fast-fast2-cpu``, or a preset name); None keeps all."""
+    keep = pd.Series(True, index=df.index)
+    if pairs:
+        keep &= df["pair"].isin(pairs)
+    if datasets:
+        keep &= df["dataset"].isin(datasets)
+    if methods:
+        wanted = set(methods)
+        keep &= df.apply(lambda r: bool({r["method"], r["label"], r.get("preset")} & wanted), axis=1)
+    return df[keep]
+
+
+def environments(paths) -> list[dict]:
+    found = []
+    for path in paths:
+        try:
+            found.append(json.loads((Path(path) / store.ENVIRONMENT).read_text()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods=None, baseline: str | None = None,
+                 figures: bool = True) -> Report:
+    """Everything ``dfkd-bench report`` writes under ``out``, from the run store under
+    ``results`` alone: the flat comparison (markdown, CSV), per data set the paper-style
+    table, the cost table and (with ``baseline``) the speed-up table as markdown, CSV and
+    LaTeX, the figures (PNG and PDF), and ``index.md`` embedding them all."""
     df, problems = load_summaries(results)
+    if not df.empty:
+        df = select(df, pairs, datasets, methods)
     table = comparison_table(df) if not df.empty else pd.DataFrame()
     rows = format_rows(table) if not table.empty else []
     out.mkdir(parents=True, exist_ok=True)
-    md, csv = out / "comparison.md", out / "comparison.csv"
-    text = ("# Comparison\n\nGenerated by `dfkd-bench report` from "
-            f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
-            "rows differ in every setting but the seed).\n\n" + to_markdown(rows))
+    files: list[Path] = []
+    notes: list[str] = []
+
+    def write(name: str, text: str) -> Path:
+        path = out / name
+        store.atomic_write_bytes(path, text.encode())
+        files.append(path)
+        return path
+
+    write("comparison.md", "# Comparison\n\nGenerated by `dfkd-bench report` from "
+          f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
+          "rows differ in every setting but the seed).\n\n" + to_markdown(rows))
+    write("comparison.csv", table.to_csv(index=False))
+    done = completed_runs(df) if not df.empty else pd.DataFrame()
+    unfinished = df[df["status"] != "completed"] if not df.empty else pd.DataFrame()
+    index = [f"# DFKD report\n\nGenerated by `dfkd-bench report` from `{results}` "
+             f"({len(df)} runs read, {len(done)} completed and averaged; running, failed and interrupted runs "
+             "are listed at the end, never averaged in). Top-1 is the final test accuracy of each run; "
+             "the best epoch's accuracy is kept in `comparison.csv` as `best_top1_mean`.\n"]
+    exp_all = experiments(done)
+    figure_infos = []
+    if figures and not done.empty:
+        from . import figures as figs
+
+        figure_infos = figs.write_figures(done, out / "figures")
+        files += [p for info in figure_infos for p in (info.path_png, info.path_pdf)]
+    for dataset, exp in (exp_all.groupby("dataset") if not exp_all.empty else []):
+        runs = done[done["dataset"] == dataset]
+        env = tables.environment_note(environments(runs["path"]))
+        made = {"table": tables.paper_table(exp, teachers_of(runs), dataset), "costs": tables.cost_table(exp, dataset)}
+        index.append(f"## {dataset}\n")
+        if baseline:
+            made["speedup"] = tables.speedup_table(exp, baseline, dataset)
+            if made["speedup"] is None:
+                index.append(f"_No `{baseline}` runs on {dataset}: no speed-up table._\n")
+        for kind, t in made.items():
+            if t is None:
+                continue
+            t.notes.append(env)
+            stem = f"{kind}__{safe(dataset)}"
+            write(f"{stem}.md", t.markdown())
+            write(f"{stem}.csv", t.csv())
+            write(f"{stem}.tex", t.latex())
+            index.append(t.markdown() + f"\n([CSV]({stem}.csv), [LaTeX]({stem}.tex))\n")
+        shown = [f for f in figure_infos if f.dataset == dataset]
+        if shown:
+            index.append("### Figures\n")
+            for info in shown:
+                rel = info.path_png.relative_to(out)
+                index.append(f"**{info.title}.** {info.caption} ([PDF]({info.path_pdf.relative_to(out)}))\n\n"
+                             f"![{info.title}]({rel})\n")
+                notes += info.notes
+    if not unfinished.empty:
+        index.append("## Runs not completed (not averaged in)\n\n| run | status | epochs done | reason |\n|---|---|---:|---|")
+        for r in unfinished.sort_values("name").itertuples(index=False):
+            reason = str(r.reason or "").replace("|", "/").replace("\n", " ")[:200]
+            index.append(f"| `{r.name}` | {r.status} | {r.epochs_done}/{r.epochs} | {reason} |")
+        index.append("")
     if problems:
-        text += "\n## Run directories that could not be read\n\n" + "".join(
-            f"- `{where}`: {why}\n" for where, why in problems)
-    store.atomic_write_bytes(md, text.encode())
-    store.atomic_write_bytes(csv, table.to_csv(index=False).encode())
-    return table, rows, problems, [md, csv]
+        index.append("## Run directories that could not be read\n\n" + "".join(
+            f"- `{where}`: {why}\n" for where, why in problems))
+    write("index.md", "\n".join(index))
+    return Report(table, rows, problems, unfinished, files, notes)
+
+
+def safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", name)

@@ -46,3 +46,117 @@ def test_summary_of_a_balanced_pool_has_entropy_one():
     info = diagnostics.summarize(arrays, 4)
     assert info["normalised_entropy"] == pytest.approx(1.0) and info["class_counts"] == [5, 5, 5, 5]
     assert info["confidence_quantiles"]["0.5"] == pytest.approx(0.6, abs=1e-4)
+
+
+# --- tables from a synthetic results tree with known numbers ---------------------------
+
+def fake_run(root, method, pair, seed, top1, train_s, *, preset=None, status="completed", data_scale=0,
+             dataset="cifar10", teacher_top1=95.0, flops=1e12):
+    """A run directory as the harness leaves it (summary, config, environment), with
+    the given numbers: train seconds split 3:1 between synthesis and distillation."""
+    from dfkd_bench.summary import RunSummary, run_label
+
+    teacher, student = pair.split("-")
+    name = f"{dataset}__{pair}__{run_label(method, preset)}__n{data_scale}__s{seed}"
+    run = root / name
+    run.mkdir(parents=True)
+    summary = RunSummary(
+        status=status, reason="" if status == "completed" else "killed", name=name, method=method, preset=preset,
+        dataset=dataset, pair=pair, teacher=teacher, student=student, seed=seed, data_scale=data_scale, epochs=10,
+        epochs_done=10 if status == "completed" else 4, steps_per_epoch=5, final_top1=top1, best_top1=top1 + 1,
+        teacher_top1=teacher_top1, seconds={"synthesis": 0.75 * train_s, "distillation": 0.25 * train_s,
+                                            "evaluation": 1.0, "checkpoint": 0.5},
+        costs={"teacher_forward_images": 1000, "student_forward_images": 500, "student_backward_images": 500},
+        training_flops=flops, peak_memory_mb=512.0, device="cpu", started="t0", updated="t1")
+    (run / "summary.json").write_text(json.dumps(summary.to_json()))
+    config = {"method": method, "preset": preset, "dataset": dataset, "pair": pair, "teacher": teacher,
+              "student": student, "seed": seed, "device": "cpu", "run": {"data_scale": data_scale}, "method_config": {}}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "environment.json").write_text(json.dumps({"device": "cpu", "device_name": "Test CPU", "torch": "2.9",
+                                                      "python": "3.11", "threads": 2, "git_commit": "abcdef0123456",
+                                                      "git_dirty": False}))
+    return run
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    root = tmp_path / "results"
+    pairs = ("resnet34-resnet18", "wrn40_2-wrn16_1")
+    for seed, (a, b) in enumerate([(90.0, 92.0), (92.0, 94.0)]):  # fast2: 91 ± 1.41 and 93 ± 1.41
+        fake_run(root, "fast", pairs[0], seed, a, 3600.0, preset="fast2")
+        fake_run(root, "fast", pairs[1], seed, b, 3000.0, preset="fast2")
+        fake_run(root, "ssdkd", pairs[0], seed, a + 1, 900.0)  # better and 4x faster on the first pair
+    fake_run(root, "kd", pairs[0], 0, 95.5, 60.0)  # a real-data reference is never the bold best
+    fake_run(root, "ssdkd", pairs[0], 2, 10.0, 50.0, status="running")  # never averaged in
+    return root
+
+
+def test_paper_table_layout_bold_missing_and_time_units(tree, tmp_path):
+    from dfkd_bench import report
+
+    rep = report.write_report(tree, tmp_path / "rep", baseline="fast-fast2", figures=False)
+    md = (tmp_path / "rep" / "table__cifar10.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method | resnet34-resnet18 | wrn40_2-wrn16_1 |"
+    assert lines[1] == "| Teacher | 95.00 (resnet34) | 95.00 (wrn40_2) |"
+    assert lines[2] == "| ssdkd | **92.00 ± 1.41 (15.0 min) [2]** | — |"
+    assert lines[3] == "| fast-fast2 | 91.00 ± 1.41 (60.0 min) [2] | **93.00 ± 1.41 (50.0 min) [2]** |"
+    assert lines[4] == "| KD (real data) | 95.50 (60 s) [1] | — |"
+    assert "Environment: device Test CPU; torch 2.9; Python 3.11; threads 2; commit abcdef0123 (7 runs)." in md
+    tex = (tmp_path / "rep" / "table__cifar10.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    assert "ssdkd & \\textbf{92.00 $\\pm$ 1.41 (15.0 min) [2]} & --- \\\\" in tex
+    raw = (tmp_path / "rep" / "table__cifar10.csv").read_text().splitlines()
+    assert raw[0] == "row,pair,top1_mean,top1_std,seeds,train_seconds"
+    # the running run is listed, not averaged
+    assert len(rep.unfinished) == 1 and "`cifar10__resnet34-resnet18__ssdkd__n0__s2` | running | 4/10" in \
+        (tmp_path / "rep" / "index.md").read_text()
+
+
+def test_speedup_and_cost_tables(tree, tmp_path):
+    from dfkd_bench import report
+
+    report.write_report(tree, tmp_path / "rep", baseline="fast-fast2", figures=False)
+    speed = (tmp_path / "rep" / "speedup__cifar10.md").read_text()
+    assert "| resnet34-resnet18 | ssdkd | 92.00 ± 1.41 | +1.00 | 15.0 min | **4.00** | yes |" in speed
+    assert "| resnet34-resnet18 | KD (real data) | 95.50 | +4.50 | 60 s | **60.00** | yes |" in speed
+    assert "| wrn40_2-wrn16_1 | fast-fast2 | 93.00 ± 1.41 | — | 50.0 min | 1.00 | yes |" in speed
+    costs = (tmp_path / "rep" / "costs__cifar10.csv").read_text().splitlines()
+    header = costs[0].split(",")
+    first = dict(zip(header, costs[1].split(",")))
+    assert first["method"] == "KD (real data)" and float(first["seconds_synthesis"]) == 45.0
+    assert float(first["total_seconds"]) == 61.5 and float(first["teacher_forward_images"]) == 1000
+
+
+def test_filters_and_a_missing_baseline(tree, tmp_path):
+    from dfkd_bench import report
+
+    rep = report.write_report(tree, tmp_path / "rep", pairs=["wrn40_2-wrn16_1"], baseline="nosuch", figures=False)
+    assert set(rep.table["pair"]) == {"wrn40_2-wrn16_1"}
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "No `nosuch` runs on cifar10: no speed-up table." in index
+    rep = report.write_report(tree, tmp_path / "rep2", methods=["ssdkd"], figures=False)
+    assert set(rep.table["label"]) == {"ssdkd", "teacher (resnet34)"}
+
+
+@pytest.mark.parametrize("seconds, text", [(5.0, "5.0 s"), (45.2, "45 s"), (130, "2.2 min"), (14112, "3.92 h"),
+                                           (None, "—")])
+def test_time_is_given_in_the_unit_that_reads_best(seconds, text):
+    from dfkd_bench.tables import format_seconds
+
+    assert format_seconds(seconds) == text
+
+
+def test_labels_name_the_fewest_settings_and_prefer_ones_every_config_has():
+    import pandas as pd
+
+    from dfkd_bench.report import distinguishing_labels
+
+    settings = [{"task_target": "teacher", "epochs": 30}, {"task_target": "random", "epochs": 30},
+                {"task_target": "teacher", "epochs": 30, "teacher_sha256": "e908ee14f0297c276ecd46bb"}]
+    done = pd.DataFrame({"dataset": "d", "pair": "p", "label": "ssdkd", "data_scale": 512,
+                         "config_id": ["a", "b", "c"], "settings": settings})
+    assert list(distinguishing_labels(done)) == [
+        "ssdkd (task_target=teacher, teacher_sha256=None)", "ssdkd (task_target=random, teacher_sha256=None)",
+        "ssdkd (task_target=teacher, teacher_sha256=e908ee14f0…)"]
+    assert list(distinguishing_labels(done.iloc[:2])) == ["ssdkd (task_target=teacher)", "ssdkd (task_target=random)"]

@@ -1,0 +1,225 @@
+"""The report's tables, from the experiments of a results tree (``report.experiments``):
+the SSD-KD paper's layout (methods x pairs, ``mean ± std (time)``), a cost table and a
+speed-up table against a baseline method, each rendered as markdown, CSV and LaTeX
+(booktabs). A ``Table`` holds display cells plus the raw numbers behind them, so the
+three renderings never disagree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .timing import TRAIN_PHASES
+
+MISSING = "—"
+# Rows every paper table has beside the data-free methods: references, not competitors,
+# so they never take the bold "best" of a column.
+REFERENCE_ROWS = {"teacher": "Teacher", "scratch": "Student (scratch)", "kd": "KD (real data)"}
+TRAIN_TIME = " + ".join(TRAIN_PHASES)
+TIME_NOTE = f"train time, {TRAIN_TIME} (evaluation and checkpoint writes excluded), mean over seeds"
+
+
+@dataclass
+class Table:
+    """Display cells by row, the columns, and which cells are bold."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    raw: pd.DataFrame | None = None  # the numbers, for CSV
+
+    def markdown(self) -> str:
+        def cell(i, j, text):
+            return f"**{text}**" if (i, j) in self.bold else text
+
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "|".join("---" if j == 0 else "---:" for j in range(len(self.columns))) + "|"]
+        lines += ["| " + " | ".join(cell(i, j, c) for j, c in enumerate(row)) + " |" for i, row in enumerate(self.rows)]
+        lines += [""] + [f"{n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        """A booktabs tabular (needs ``\\usepackage{booktabs}``), notes as a footnote-size
+        paragraph below it."""
+        def cell(i, j, text):
+            text = latex_escape(text)
+            return f"\\textbf{{{text}}}" if (i, j) in self.bold else text
+
+        spec = "l" + "r" * (len(self.columns) - 1)
+        lines = [f"% {self.title}", f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+                 " & ".join(latex_escape(c) for c in self.columns) + " \\\\", "\\midrule"]
+        lines += [" & ".join(cell(i, j, c) for j, c in enumerate(row)) + " \\\\" for i, row in enumerate(self.rows)]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        if self.notes:
+            lines += ["", "{\\footnotesize " + " \\\\\n".join(latex_escape(n) for n in self.notes) + "}"]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        frame = self.raw if self.raw is not None else pd.DataFrame(self.rows, columns=self.columns)
+        return frame.to_csv(index=False)
+
+
+def latex_escape(text: str) -> str:
+    out = []
+    for ch in str(text):
+        out.append({"±": "$\\pm$", "—": "---", "%": "\\%", "_": "\\_", "&": "\\&", "#": "\\#", "$": "\\$",
+                    "×": "$\\times$", "≥": "$\\geq$", "Δ": "$\\Delta$"}.get(ch, ch))
+    return "".join(out)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """Seconds in the unit that reads best: ``45 s``, ``12.5 min``, ``3.92 h``."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return MISSING
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _accuracy(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.2f}" if seeds < 2 or pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def row_names(exp: pd.DataFrame) -> pd.Series:
+    """The row a experiment takes in a methods x pairs table: its label, with its data
+    scale where one label ran at several scales (a data-scale grid)."""
+    scales = exp.groupby("label")["data_scale"].transform("nunique")
+    names = exp["label"].copy()
+    grid = scales > 1
+    names[grid] = exp.loc[grid, "label"] + " (N=" + exp.loc[grid, "data_scale"].map(lambda s: f"{int(s):,}") + ")"
+    return names.map(lambda n: REFERENCE_ROWS.get(n, n))
+
+
+def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:
+    """Rows: Teacher, the data-free methods (best first, by the first pair's column),
+    Student (scratch), KD; columns: the pairs; cells ``mean ± std (time)`` over the
+    experiment's seeds, n seeds in brackets. Bold: the best data-free method per pair."""
+    exp = exp.assign(row=row_names(exp))
+    pairs = sorted(exp["pair"].unique())
+    refs = [REFERENCE_ROWS["scratch"], REFERENCE_ROWS["kd"]]
+    # Best first, by the first pair's column, then the next for rows missing there.
+    top1 = {(r.row, r.pair): r.top1_mean for r in exp.itertuples(index=False)}
+    methods = sorted(set(exp.loc[~exp["row"].isin(refs), "row"]),
+                     key=lambda row: [-top1.get((row, p), -math.inf) for p in pairs])
+    order = [REFERENCE_ROWS["teacher"], *methods, *[r for r in refs if r in set(exp["row"])]]
+    cells = {(r.row, r.pair): r for r in exp.itertuples(index=False)}
+    rows, bold, raw = [], set(), []
+    teacher_top1 = dict(zip(teachers["pair"], teachers["top1"]))
+    teacher_arch = dict(zip(teachers["pair"], teachers["teacher"]))
+    for i, name in enumerate(order):
+        row = [name]
+        for pair in pairs:
+            if name == REFERENCE_ROWS["teacher"]:
+                top1 = teacher_top1.get(pair)
+                row.append(MISSING if top1 is None or pd.isna(top1) else f"{top1:.2f} ({teacher_arch[pair]})")
+                raw.append({"row": name, "pair": pair, "top1_mean": top1, "top1_std": None, "seeds": None,
+                            "train_seconds": None})
+                continue
+            r = cells.get((name, pair))
+            if r is None:
+                row.append(MISSING)
+                continue
+            row.append(f"{_accuracy(r.top1_mean, r.top1_std, r.seeds)} ({format_seconds(r.train_seconds)}) "
+                       f"[{int(r.seeds)}]")
+            raw.append({"row": name, "pair": pair, "top1_mean": r.top1_mean, "top1_std": r.top1_std,
+                        "seeds": r.seeds, "train_seconds": r.train_seconds})
+        rows.append(row)
+    for j, pair in enumerate(pairs, start=1):
+        best = exp[(exp["pair"] == pair) & ~exp["row"].isin(refs)]
+        if len(best):
+            winner = best.loc[best["top1_mean"].idxmax(), "row"]
+            bold.add((order.index(winner), j))
+    notes = [f"{dataset}: final test top-1 %, mean ± std over seeds ([n] seeds); (time): {TIME_NOTE}. "
+             "Bold: the best data-free method of a column; Teacher, Student (scratch) and KD use real data. "
+             f"{MISSING}: not run."]
+    return Table(f"Top-1 and train time, {dataset}", ["method", *pairs], rows, bold, notes, pd.DataFrame(raw))
+
+
+PHASES = ("synthesis", "augmentation", "distillation", "evaluation", "checkpoint")
+
+
+def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
+    """Per experiment: mean seconds per phase, train and total seconds, training FLOPs,
+    images through teacher and student (forward and backward), peak memory."""
+    phases = [p for p in PHASES if f"seconds_{p}" in exp and exp[f"seconds_{p}"].notna().any()]
+    columns = ["pair", "method", *[f"{p} s" for p in phases], "train s", "total s", "train FLOPs",
+               "teacher fwd img", "student fwd img", "student bwd img", "peak MB"]
+    rows, raw = [], []
+    exp = exp.assign(row=row_names(exp)).sort_values(["pair", "train_seconds"])
+    for r in exp.itertuples(index=False):
+        get = r._asdict()
+        phase_cells = [_num(get.get(f"seconds_{p}"), ".1f") for p in phases]
+        rows.append([r.pair, r.row, *phase_cells, _num(r.train_seconds, ".1f"), _num(r.total_seconds, ".1f"),
+                     _num(r.training_flops, ".3g"), _num(get.get("teacher_forward_images"), ",.0f"),
+                     _num(get.get("student_forward_images"), ",.0f"), _num(get.get("student_backward_images"), ",.0f"),
+                     _num(r.peak_memory_mb, ",.0f")])
+        raw.append({"pair": r.pair, "method": r.row, "seeds": r.seeds,
+                    **{f"seconds_{p}": get.get(f"seconds_{p}") for p in PHASES},
+                    "train_seconds": r.train_seconds, "total_seconds": r.total_seconds,
+                    "training_flops": r.training_flops, "teacher_forward_images": get.get("teacher_forward_images"),
+                    "student_forward_images": get.get("student_forward_images"),
+                    "student_backward_images": get.get("student_backward_images"),
+                    "peak_memory_mb": r.peak_memory_mb})
+    notes = [f"{dataset}: means over seeds. train s = {TRAIN_TIME}; total s adds "
+             "evaluation and checkpoint writes. FLOPs and images count training only (evaluation excluded)."]
+    return Table(f"Cost per method, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
+
+
+def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str) -> Table | None:
+    """Per pair, each method against ``baseline`` (a row name or method label): the
+    baseline's train time over the method's, and whether the method's top-1 is at least
+    the baseline's (a speed-up counts only at equal or better accuracy)."""
+    exp = exp.assign(row=row_names(exp))
+    columns = ["pair", "method", "top-1 %", "Δ top-1 vs baseline", "train time", "speed-up ×", "top-1 ≥ baseline"]
+    rows, raw, bold = [], [], set()
+    for pair, group in exp.groupby("pair"):
+        base = group[(group["row"] == baseline) | (group["label"] == baseline)]
+        if base.empty:
+            continue
+        b = base.iloc[0]
+        for r in group.sort_values("train_seconds").itertuples(index=False):
+            ratio = b.train_seconds / r.train_seconds if r.train_seconds else float("nan")
+            at_least = r.top1_mean >= b.top1_mean
+            if at_least and ratio > 1 and r.row != b.row:
+                bold.add((len(rows), 5))
+            rows.append([pair, r.row, _accuracy(r.top1_mean, r.top1_std, r.seeds),
+                         MISSING if r.row == b.row else f"{r.top1_mean - b.top1_mean:+.2f}",
+                         format_seconds(r.train_seconds), f"{ratio:.2f}", "yes" if at_least else "no"])
+            raw.append({"pair": pair, "method": r.row, "top1_mean": r.top1_mean,
+                        "delta_top1": r.top1_mean - b.top1_mean, "train_seconds": r.train_seconds,
+                        "speedup": ratio, "top1_at_least_baseline": at_least})
+    if not rows:
+        return None
+    notes = [f"{dataset}: speed-up = the baseline's ({baseline}) train time / the method's; bold where the "
+             "method is faster at equal or better mean top-1."]
+    return Table(f"Speed-up against {baseline}, {dataset}", columns, rows, bold, notes, pd.DataFrame(raw))
+
+
+def _num(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return format(value, spec)
+
+
+def environment_note(environments: list[dict]) -> str:
+    """One line naming the hardware and software the runs of a table ran on."""
+    def distinct(key):
+        return sorted({str(e.get(key)) for e in environments if e.get(key) not in (None, "")})
+
+    if not environments:
+        return "Environment: not recorded."
+    parts = [f"device {', '.join(distinct('device_name') or distinct('device'))}",
+             f"torch {', '.join(distinct('torch'))}", f"Python {', '.join(distinct('python'))}",
+             f"threads {', '.join(distinct('threads'))}"]
+    commits = distinct("git_commit")
+    if commits:
+        dirty = any(e.get("git_dirty") for e in environments)
+        parts.append(f"commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)}"
+                     + (" (some with uncommitted changes)" if dirty else ""))
+    return "Environment: " + "; ".join(parts) + f" ({len(environments)} runs)."
