@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from . import harness, plan, report
+from . import harness, plan, report, sweep
+from .config import parse_set_options
 from .console import RunDisplay, console, err_console, progress_bar
 from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
@@ -174,6 +175,76 @@ def cmd_report(args) -> int:
     return 0
 
 
+def build_grid(args) -> "sweep.Grid":
+    """The grid file, with any grid flag given on the command line over it."""
+    if args.grid is None and not args.methods:
+        raise UserError("sweep needs a grid file or --methods (see dfkd-bench sweep --help)")
+    grid = sweep.load_grid(args.grid) if args.grid else sweep.Grid(methods=args.methods)
+    for attr, value in (("methods", args.methods), ("datasets", args.dataset), ("pairs", args.pair),
+                        ("seeds", args.seeds), ("data_scales", args.data_scale), ("epochs", args.epochs),
+                        ("device", args.device), ("preset", args.preset), ("out", args.out),
+                        ("data_root", args.data_root), ("cache", args.cache_dir)):
+        if value is not None:
+            setattr(grid, attr, value)
+    if args.set:
+        grid.sets = {**grid.sets, **parse_set_options(args.set)}
+    return grid
+
+
+def cmd_sweep(args) -> int:
+    """Exit 0 when every cell completed, 1 when one failed, 3 when one was left locked
+    by another process (re-run the sweep later); ``--status`` exits 0."""
+    grid = build_grid(args)
+    specs = sweep.expand(grid, force=args.force)
+    statuses = [sweep.cell_status(s) for s in specs]
+    if args.status:
+        print_sweep_status(statuses)
+        return 0
+    todo = specs if args.force else sweep.to_run(statuses, args.retry_failed)
+    skipped = len(specs) - len(todo)
+    console.print(f"sweep: {len(specs)} cells, {skipped} already done{' or failed' if not args.retry_failed else ''}"
+                  f", {len(todo)} to run ({args.executor} executor)")
+    if not todo:
+        print_sweep_status(statuses)
+        return 0
+    sweep.prepare_teachers(todo, train_missing=args.executor != "slurm", announce=console.print)
+    if args.executor in ("slurm", "submitit-local"):
+        folder = Path(grid.out) / "sweep-logs"
+        jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else None)
+        console.print(f"submitted {len(jobs)} jobs (array {jobs[0].job_id.split('_')[0]}); logs in {folder}; "
+                      "`dfkd-bench sweep ... --status` shows progress")
+        if args.executor == "slurm" and not args.wait:
+            return 0
+        outcome = [job.result() for job in jobs]
+    else:
+        with progress_bar() as bar:
+            task = bar.add_task("cells", total=len(todo), info="")
+
+            def advance(i: int, status: str) -> None:
+                bar.advance(task)
+                bar.update(task, info=f"{todo[i].label} seed {todo[i].seed}: {status}")
+
+            outcome = list(sweep.run_local(todo, args.workers, advance).values())
+    print_sweep_status([sweep.cell_status(s) for s in specs])
+    if any(str(o).startswith(sweep.FAILED) for o in outcome):
+        return EXIT_FAILED
+    return EXIT_LOCKED if sweep.LOCKED in outcome else 0
+
+
+def print_sweep_status(statuses: list["sweep.CellStatus"]) -> None:
+    table = Table(title="sweep cells")
+    for col in ("data set", "pair", "method", "scale", "seed", "status", "epochs", "reason"):
+        table.add_column(col, justify="right" if col in ("scale", "seed", "epochs") else "left")
+    for c in statuses:
+        s = c.spec
+        table.add_row(s.dataset, s.pair, s.label, str(s.run.data_scale or "-"), str(s.seed), c.status,
+                      f"{c.epochs_done}/{s.run.epochs}", (c.reason or "")[:80])
+    console.print(table)
+    counts = {k: sum(c.status == k for c in statuses) for k in
+              (sweep.DONE, sweep.RUNNING, sweep.INTERRUPTED, sweep.FAILED, sweep.PENDING)}
+    console.print("cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = ArgParser(prog="dfkd-bench", description="Benchmark data-free knowledge distillation methods.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -218,6 +289,33 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--baseline", default=None, metavar="METHOD",
                      help="add a speed-up table against this method label (e.g. fast-fast2-cpu)")
     rep.set_defaults(func=cmd_report)
+    sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
+                        description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "
+                                    "completed cells are skipped, interrupted ones resume, failed ones wait for "
+                                    "--retry-failed. Flags given override the grid file's keys.")
+    sw.add_argument("grid", nargs="?", default=None, help="grid file (YAML); see the README's 'Running a grid'")
+    sw.add_argument("--methods", type=_csv, default=None, help="comma-separated methods or method:preset")
+    sw.add_argument("--dataset", type=_csv, default=None, help="comma-separated data sets")
+    sw.add_argument("--pair", type=_csv, default=None, help="comma-separated pairs")
+    sw.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds")
+    sw.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]", help="data scales of the grid")
+    sw.add_argument("--epochs", type=int, default=None)
+    sw.add_argument("--device", default=None, help="auto | cpu | cuda")
+    sw.add_argument("--preset", default=None, help="named preset of every method")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    sw.add_argument("--out", default=None, help="results directory (default: the grid's, else results/)")
+    sw.add_argument("--data-root", default=None)
+    sw.add_argument("--cache-dir", default=None)
+    sw.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                    help="local worker processes (default), Slurm job arrays through submitit, or submitit's "
+                         "local executor (the Slurm path on this machine)")
+    sw.add_argument("--workers", type=int, default=1,
+                    help="local worker processes; each gets cores/N CPU threads or one GPU (default 1)")
+    sw.add_argument("--status", action="store_true", help="print each cell's state and start nothing")
+    sw.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    sw.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the final status")
+    sw.add_argument("--force", action="store_true", help="redo completed cells")
+    sw.set_defaults(func=cmd_sweep)
     from .teachers_cli import add_teachers_parser
     add_teachers_parser(sub)
     return p

@@ -145,6 +145,21 @@ class RunDir:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    def is_locked(self) -> bool:
+        """Whether a live process holds this run's lock now (a probe: takes and drops it).
+        A summary that says "running" while nobody holds the lock was left by a process
+        that died; its run resumes."""
+        if fcntl is None or not self.file(LOCK).exists():
+            return False
+        fd = os.open(self.file(LOCK), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def clean_temporary(self) -> list[str]:
         """Remove what interrupted atomic writes left behind (``.NAME.*.tmp``); call it
         while holding the lock. Returns the names removed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,23 @@ class SelfTerminating(Method):
         return Batch(torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)), {}
 
 
-for _cls in (Diverging, SelfTerminating):
+@dataclass
+class SleepConfig:
+    sleep: float = 0.3  # seconds each synthesis round waits
+
+
+class Sleepy(Method):
+    """KD on noise that takes its time, so a test can stop a process mid-run (the sleep
+    draws no random numbers: the run's result does not depend on it)."""
+
+    name = "sleepy"
+    config_cls = SleepConfig
+
+    def synthesize(self, epoch):
+        time.sleep(self.cfg.sleep)
+        return Batch(torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)), {}
+
+
+for _cls in (Diverging, SelfTerminating, Sleepy):
     if _cls.name not in METHODS:
         register_method(_cls)
