@@ -349,7 +349,7 @@ def test_report_help_describes_its_options(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     out = capsys.readouterr().out
-    assert "results tree to read" in out and "folder the tables are written to" in out
+    assert "results tree to read" in out and "folder the report is written to" in out and "--baseline" in out
 
 
 def test_a_second_ctrl_c_while_exiting_still_exits_130(tmp_path):
