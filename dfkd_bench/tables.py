@@ -90,24 +90,31 @@ def row_names(exp: pd.DataFrame) -> pd.Series:
     """The row a experiment takes in a methods x pairs table: its label, with its data
     scale where one label ran at several scales (a data-scale grid)."""
     scales = exp.groupby("label")["data_scale"].transform("nunique")
-    names = exp["label"].copy()
+    names = exp["label"].map(lambda n: REFERENCE_ROWS.get(n, n))
     grid = scales > 1
-    names[grid] = exp.loc[grid, "label"] + " (N=" + exp.loc[grid, "data_scale"].map(lambda s: f"{int(s):,}") + ")"
-    return names.map(lambda n: REFERENCE_ROWS.get(n, n))
+    names[grid] = names[grid] + " (N=" + exp.loc[grid, "data_scale"].map(lambda s: f"{int(s):,}") + ")"
+    return names
+
+
+def is_reference(exp: pd.DataFrame) -> pd.Series:
+    """Rows that use real data (scratch, kd): references, never a column's best."""
+    return exp["label"].isin([k for k in REFERENCE_ROWS if k != "teacher"])
 
 
 def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:
     """Rows: Teacher, the data-free methods (best first, by the first pair's column),
     Student (scratch), KD; columns: the pairs; cells ``mean ± std (time)`` over the
     experiment's seeds, n seeds in brackets. Bold: the best data-free method per pair."""
-    exp = exp.assign(row=row_names(exp))
+    exp = exp.assign(row=row_names(exp), ref=is_reference(exp))
     pairs = sorted(exp["pair"].unique())
-    refs = [REFERENCE_ROWS["scratch"], REFERENCE_ROWS["kd"]]
     # Best first, by the first pair's column, then the next for rows missing there.
     top1 = {(r.row, r.pair): r.top1_mean for r in exp.itertuples(index=False)}
-    methods = sorted(set(exp.loc[~exp["row"].isin(refs), "row"]),
-                     key=lambda row: [-top1.get((row, p), -math.inf) for p in pairs])
-    order = [REFERENCE_ROWS["teacher"], *methods, *[r for r in refs if r in set(exp["row"])]]
+
+    def best_first(rows):
+        return sorted(set(rows), key=lambda row: [-top1.get((row, p), -math.inf) for p in pairs])
+
+    order = [REFERENCE_ROWS["teacher"], *best_first(exp.loc[~exp["ref"], "row"]),
+             *best_first(exp.loc[exp["ref"], "row"])]
     cells = {(r.row, r.pair): r for r in exp.itertuples(index=False)}
     rows, bold, raw = [], set(), []
     teacher_top1 = dict(zip(teachers["pair"], teachers["top1"]))
@@ -131,7 +138,7 @@ def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Tabl
                         "seeds": r.seeds, "train_seconds": r.train_seconds})
         rows.append(row)
     for j, pair in enumerate(pairs, start=1):
-        best = exp[(exp["pair"] == pair) & ~exp["row"].isin(refs)]
+        best = exp[(exp["pair"] == pair) & ~exp["ref"]]
         if len(best):
             winner = best.loc[best["top1_mean"].idxmax(), "row"]
             bold.add((order.index(winner), j))
@@ -172,17 +179,23 @@ def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
 
 
 def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str) -> Table | None:
-    """Per pair, each method against ``baseline`` (a row name or method label): the
-    baseline's train time over the method's, and whether the method's top-1 is at least
-    the baseline's (a speed-up counts only at equal or better accuracy)."""
+    """Per pair (and data scale, where the baseline ran at several), each method against
+    ``baseline`` (a method label or row name): the baseline's train time over the
+    method's, and whether the method's top-1 is at least the baseline's (a speed-up
+    counts only at equal or better accuracy)."""
     exp = exp.assign(row=row_names(exp))
     columns = ["pair", "method", "top-1 %", "Δ top-1 vs baseline", "train time", "speed-up ×", "top-1 ≥ baseline"]
     rows, raw, bold = [], [], set()
-    for pair, group in exp.groupby("pair"):
-        base = group[(group["row"] == baseline) | (group["label"] == baseline)]
-        if base.empty:
+    is_base = (exp["row"] == baseline) | (exp["label"] == baseline)
+    by_scale = exp[is_base].groupby("pair")["data_scale"].nunique().gt(1)
+    keys = ["pair", "data_scale"]
+    for (pair, scale), group in exp.groupby(keys):
+        same = exp[is_base & (exp["pair"] == pair)]
+        if by_scale.get(pair, False):
+            same = same[same["data_scale"] == scale]
+        if len(same) != 1:
             continue
-        b = base.iloc[0]
+        b = same.iloc[0]
         for r in group.sort_values("train_seconds").itertuples(index=False):
             ratio = b.train_seconds / r.train_seconds if r.train_seconds else float("nan")
             at_least = r.top1_mean >= b.top1_mean

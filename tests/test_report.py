@@ -160,3 +160,20 @@ def test_labels_name_the_fewest_settings_and_prefer_ones_every_config_has():
         "ssdkd (task_target=teacher, teacher_sha256=None)", "ssdkd (task_target=random, teacher_sha256=None)",
         "ssdkd (task_target=teacher, teacher_sha256=e908ee14f0…)"]
     assert list(distinguishing_labels(done.iloc[:2])) == ["ssdkd (task_target=teacher)", "ssdkd (task_target=random)"]
+
+
+def test_a_data_scale_grid_compares_like_with_like(tmp_path):
+    from dfkd_bench import report
+
+    root = tmp_path / "results"
+    for scale, (fast, ssd, kd) in {320: (20.0, 25.0, 50.0), 640: (40.0, 30.0, 80.0)}.items():
+        fake_run(root, "fast", "a-b", 0, fast, 100.0 * scale / 320, data_scale=scale)
+        fake_run(root, "ssdkd", "a-b", 0, ssd, 25.0 * scale / 320, data_scale=scale)
+        fake_run(root, "kd", "a-b", 0, kd, 5.0, data_scale=scale)
+    report.write_report(root, tmp_path / "rep", baseline="fast", figures=False)
+    table = (tmp_path / "rep" / "table__cifar10.md").read_text()
+    assert "| fast (N=640) | **40.00 (3.3 min) [1]** |" in table  # the best data-free row, not KD's
+    assert table.index("| KD (real data) (N=640) |") > table.index("| ssdkd (N=320) |")  # references last
+    speed = (tmp_path / "rep" / "speedup__cifar10.md").read_text()
+    assert "| a-b | ssdkd (N=320) | 25.00 | +5.00 | 25 s | **4.00** | yes |" in speed  # against fast at 320
+    assert "| a-b | ssdkd (N=640) | 30.00 | -10.00 | 50 s | 4.00 | no |" in speed  # against fast at 640
