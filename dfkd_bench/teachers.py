@@ -365,6 +365,9 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     return model, teacher_metadata(data.name, arch, root) or {}
 
 
+_ANNOUNCED: set[tuple] = set()  # teachers whose metadata caveats were said once in this process
+
+
 def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root=None,
                          train_missing: bool = True, announce: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
     """Teacher from the zoo; a missing one is trained (announcing the cost) or, with
@@ -386,6 +389,9 @@ def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root
         raise UserError(f"the {arch} teacher for {data.name} in the zoo was made with other data than it holds "
                         f"now (data fingerprint {recorded[:12]} then, {data.fingerprint[:12]} now); train it anew "
                         f"with: dfkd-bench teachers train --dataset {data.name} --arch {arch} --force")
+    if (data.name, arch, meta.get("sha256")) in _ANNOUNCED:
+        return model, meta
+    _ANNOUNCED.add((data.name, arch, meta.get("sha256")))
     if not recorded:
         announce(f"the {arch} teacher for {data.name} records no data fingerprint (it predates them); "
                  f"`dfkd-bench teachers verify --dataset {data.name} --arch {arch}` re-measures it on this data")

@@ -494,3 +494,14 @@ def test_cifar_imports_default_to_the_public_normalisation(tiny_data):
     assert default_import_normalization(cifar) == "public" and default_import_normalization(tiny_data) == "dataset"
     assert parse_normalization("public", cifar)[1:] == PUBLIC_NORMALIZATION["cifar10"]
     assert parse_normalization("dataset", cifar)[1:] == (CIFAR["cifar10"].mean, CIFAR["cifar10"].std)
+
+
+def test_a_teachers_metadata_caveat_is_said_once_a_process(tiny_zoo, tiny_data, monkeypatch):
+    from dfkd_bench import teachers
+    from dfkd_bench.teachers import get_or_train_teacher
+
+    monkeypatch.setattr(teachers, "_ANNOUNCED", set())  # earlier tests used the same teacher
+    said = []
+    for _ in range(3):  # a grid's runs share one teacher: the warning is not repeated per run
+        get_or_train_teacher(tiny_data, "cnn_s", torch.device("cpu"), announce=said.append)
+    assert len(said) == 1 and "records no data fingerprint" in said[0]
