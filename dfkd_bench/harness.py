@@ -372,7 +372,6 @@ class Session:
         self.observer.done(summary)
         return summary
 
-
     def write_diagnostics(self) -> None:
         """The teacher's view of the final pool for the report (``diagnostics``), timed
         as evaluation and not counted as training cost."""

@@ -265,7 +265,8 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
                              f"![{info.title}]({rel})\n")
                 notes += info.notes
     if not unfinished.empty:
-        index.append("## Runs not completed (not averaged in)\n\n| run | status | epochs done | reason |\n|---|---|---:|---|")
+        index.append("## Runs not completed (not averaged in)\n\n"
+                     "| run | status | epochs done | reason |\n|---|---|---:|---|")
         for r in unfinished.sort_values("name").itertuples(index=False):
             reason = str(r.reason or "").replace("|", "/").replace("\n", " ")[:200]
             index.append(f"| `{r.name}` | {r.status} | {r.epochs_done}/{r.epochs} | {reason} |")

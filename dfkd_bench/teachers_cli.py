@@ -13,8 +13,8 @@ from .data import format_normalization, load_dataset, parse_normalization
 from .errors import UserError
 from .paths import cache_dir
 from .registry import DATASETS, MODELS
-from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata, teacher_paths,
-                       train_teacher, verify)
+from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata,
+                       teacher_paths, train_teacher, verify)
 
 
 def add_teachers_parser(subparsers) -> None:
