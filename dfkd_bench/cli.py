@@ -210,7 +210,8 @@ def cmd_sweep(args) -> int:
     sweep.prepare_teachers(todo, train_missing=args.executor != "slurm", announce=console.print)
     if args.executor in ("slurm", "submitit-local"):
         folder = Path(grid.out) / "sweep-logs"
-        jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else None)
+        jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else None,
+                            plugins=args.plugin)
         console.print(f"submitted {len(jobs)} jobs (array {jobs[0].job_id.split('_')[0]}); logs in {folder}; "
                       "`dfkd-bench sweep ... --status` shows progress")
         if args.executor == "slurm" and not args.wait:
@@ -224,7 +225,7 @@ def cmd_sweep(args) -> int:
                 bar.advance(task)
                 bar.update(task, info=f"{todo[i].label} seed {todo[i].seed}: {status}")
 
-            outcome = list(sweep.run_local(todo, args.workers, advance).values())
+            outcome = list(sweep.run_local(todo, args.workers, advance, plugins=args.plugin).values())
     print_sweep_status([sweep.cell_status(s) for s in specs])
     if any(str(o).startswith(sweep.FAILED) for o in outcome):
         return EXIT_FAILED

@@ -102,15 +102,10 @@ def discover_methods() -> None:
             register_method(obj)
 
 
-LOADED_PLUGINS: list[str] = []  # --plugin modules, in order: a sweep's worker processes load them too
-
-
 def load_plugin(module: str) -> None:
     """Import ``module`` (``--plugin``); it registers its methods when imported."""
     try:
         importlib.import_module(module)
-        if module not in LOADED_PLUGINS:
-            LOADED_PLUGINS.append(module)
     except ModuleNotFoundError as exc:
         raise UserError(f"cannot import plugin module {module!r}: {exc}; "
                         "pass an importable module path such as my_pkg.my_method") from None

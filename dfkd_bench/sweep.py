@@ -39,7 +39,7 @@ import yaml
 from . import harness, plan
 from .errors import RunLocked, UserError
 from .pairs import DEFAULT_DATASET
-from .registry import LOADED_PLUGINS, load_plugin
+from .registry import load_plugin
 
 GRID_KEYS = {"datasets", "dataset", "pairs", "pair", "methods", "seeds", "data_scales", "data_scale", "set",
              "epochs", "device", "preset", "out", "data_root", "cache", "slurm"}
@@ -232,8 +232,9 @@ def _gpus() -> list[str]:
 
 
 def run_local(specs: list[plan.RunSpec], workers: int, on_result: Callable[[int, str], None] = lambda i, s: None,
-              lock_retry_s: float = 2.0, lock_wait_s: float = 60.0) -> dict[int, str]:
-    """Run ``specs`` on ``workers`` processes; returns each spec's final status by index.
+              plugins: list[str] = (), lock_retry_s: float = 2.0, lock_wait_s: float = 60.0) -> dict[int, str]:
+    """Run ``specs`` on ``workers`` processes, each importing ``plugins`` (the
+    ``--plugin`` modules); returns each spec's final status by index.
     A locked cell goes back to the end of the queue and is tried again after
     ``lock_retry_s``, for at most ``lock_wait_s`` after the last other cell finished."""
     if workers < 1:
@@ -244,7 +245,7 @@ def run_local(specs: list[plan.RunSpec], workers: int, on_result: Callable[[int,
     ctx = multiprocessing.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(w, threads, gpus[w % len(gpus)] if gpus else None,
-                                               list(LOADED_PLUGINS), tasks, results), daemon=True)
+                                               list(plugins), tasks, results), daemon=True)
              for w in range(workers)]
     for p in procs:
         p.start()
@@ -309,13 +310,15 @@ def _submitit():
     return submitit
 
 
-def make_cell_job():
+def make_cell_job(plugins: list[str] = ()):
     """The checkpointable submitit callable (a class made here so the extra stays optional):
-    on preemption or timeout submitit requeues it, and the run resumes from its store."""
+    on preemption or timeout submitit requeues it, and the run resumes from its store.
+    The job imports ``plugins`` (the ``--plugin`` modules) first."""
     submitit = _submitit()
 
     class CellJob(submitit.helpers.Checkpointable):
-        plugins = list(LOADED_PLUGINS)
+        def __init__(self):
+            self.plugins = list(plugins)
 
         def __call__(self, spec: plan.RunSpec) -> str:
             for module in self.plugins:
@@ -328,7 +331,8 @@ def make_cell_job():
     return CellJob()
 
 
-def submit(specs: list[plan.RunSpec], grid: Grid, folder: Path, cluster: str | None = None):
+def submit(specs: list[plan.RunSpec], grid: Grid, folder: Path, cluster: str | None = None,
+           plugins: list[str] = ()):
     """One submitit job array over ``specs``; returns the jobs. ``cluster="local"`` is
     submitit's local executor (the same path, on this machine, for testing)."""
     submitit = _submitit()
@@ -344,5 +348,5 @@ def submit(specs: list[plan.RunSpec], grid: Grid, folder: Path, cluster: str | N
             if s.get(key) is not None:
                 params[key] = s[key]
     executor.update_parameters(**params)
-    job = make_cell_job()
+    job = make_cell_job(plugins)
     return executor.map_array(job, specs)

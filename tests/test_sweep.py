@@ -142,10 +142,11 @@ def test_submitit_local_executor_requeues_a_preempted_cell_and_it_resumes(tmp_pa
                           sets={"batch_size": 8, "kd_steps": 2, "sleepy.sleep": 0.5}, out=str(out))
 
     full = grid(tmp_path / "full")
-    (full_job,) = sweep.submit(sweep.expand(full), full, tmp_path / "logs-full", cluster="local")
+    plugins = ["tests.plugins.tiny"]
+    (full_job,) = sweep.submit(sweep.expand(full), full, tmp_path / "logs-full", cluster="local", plugins=plugins)
     assert full_job.result() == "completed"
     cut = grid(tmp_path / "cut")
-    (job,) = sweep.submit(sweep.expand(cut), cut, tmp_path / "logs", cluster="local")
+    (job,) = sweep.submit(sweep.expand(cut), cut, tmp_path / "logs", cluster="local", plugins=plugins)
     _wait_for(lambda: any((p.parent / store.CHECKPOINT).exists() for p in (tmp_path / "cut").glob("*/metrics.jsonl")))
     # What Slurm sends the job's process on preemption or timeout (submitit's USR2); the job
     # process is the child of the local executor's controller process.
