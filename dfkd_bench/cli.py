@@ -18,6 +18,7 @@ from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
 from .summary import RunSummary
+from .timing import TRAIN_PHASES
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -95,19 +96,21 @@ def print_run_table(results: list[RunSummary], pair_note: str = "") -> None:
     for (dataset, pair), group in _group_by_setting(results).items():
         first = group[0]
         table = Table(title=f"{dataset}, {pair}{pair_note}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
+        # The augmentation column only where a run of the table has the phase (DDA).
+        aug = any(r.seconds.get("augmentation") for r in group)
         for col in ("method", "seed", "scale", "status", "top-1 %", "best epoch %", "train s", "synth s",
-                    "distill s", "eval s", "train FLOPs"):
+                    *(("aug s",) if aug else ()), "distill s", "eval s", "train FLOPs"):
             table.add_column(col, justify="left" if col in ("method", "status") else "right")
         for r in group:
             fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+            phases = [fmt(r.seconds.get(p), ".1f") for p in ("synthesis", *(("augmentation",) if aug else ()),
+                                                                "distillation", "evaluation")]
             table.add_row(r.label, str(r.seed), str(r.data_scale or "-"),
                           r.status + (" (cached)" if r.skipped else ""), fmt(r.final_top1, ".2f"),
-                          fmt(r.best_top1, ".2f"), fmt(r.train_seconds, ".1f"),
-                          fmt(r.seconds.get("synthesis"), ".1f"), fmt(r.seconds.get("distillation"), ".1f"),
-                          fmt(r.seconds.get("evaluation"), ".1f"), fmt(r.training_flops, ".3g"))
+                          fmt(r.best_top1, ".2f"), fmt(r.train_seconds, ".1f"), *phases, fmt(r.training_flops, ".3g"))
         console.print(table)
     console.print("`dfkd-bench report --results DIR` builds the comparison tables over seeds. "
-                  "train s = synthesis + distillation (evaluation and checkpoints are timed apart).")
+                  f"train s = {' + '.join(TRAIN_PHASES)} (evaluation and checkpoints are timed apart).")
 
 
 def _group_by_setting(results: list[RunSummary]) -> dict[tuple[str, str], list[RunSummary]]:

@@ -80,6 +80,10 @@ class Normalizer:
     def from_uint8(self, x: torch.Tensor) -> torch.Tensor:
         return self(x.float() / 255.0)
 
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to [0,1] pixels (the inverse of ``__call__``)."""
+        return x.float() * self.std + self.mean
+
     def clamp(self, x: torch.Tensor) -> torch.Tensor:
         """Clamp a normalised image to the range that [0,1] pixels map to."""
         lo, hi = (0 - self.mean) / self.std, (1 - self.mean) / self.std

@@ -24,8 +24,9 @@ from .data import DataBundle
 from .errors import UserError
 from .method import Batch, Method, MethodContext
 from .registry import Registry
-from .store import ShardStore
-from .timing import PhaseClock
+from . import augment as aug
+from .store import ImageCache, ShardStore
+from .timing import CostCounter, PhaseClock
 
 FEEDS: Registry[type["Feed"]] = Registry("feed")
 
@@ -41,6 +42,8 @@ class FeedEnv:
     data: DataBundle
     seed: int
     shards: ShardStore
+    counter: CostCounter | None = None  # work done outside watched modules (augmentation)
+    augment_cache: ImageCache | None = None
 
 
 def make_feed(env: FeedEnv) -> "Feed":
@@ -119,7 +122,13 @@ class PoolFeed(Feed):
         with self.env.clock.phase("synthesis"):  # one phase: synthesize's own is the same one
             batch, logs = self.synthesize(epoch)
             self.pool.add(batch.images, batch.labels, batch.meta)
-        return {**{f"synth_{k}": float(v) for k, v in logs.items()}, "pool_size": len(self.pool)}
+        logs = {f"synth_{k}": float(v) for k, v in logs.items()}
+        logs.update(self.after_synthesis(batch))
+        return {**logs, "pool_size": len(self.pool)}
+
+    def after_synthesis(self, batch: Batch) -> dict[str, float]:
+        """After a round's batch entered the pool; logs."""
+        return {}
 
     def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         env = self.env
@@ -166,6 +175,74 @@ class PoolFeed(Feed):
 
     def final_samples(self) -> torch.Tensor | None:
         return self.pool.images
+
+
+@FEEDS.register("augmented")
+class AugmentedPoolFeed(PoolFeed):
+    """A pool feed that also augments each round's new images (the method's
+    ``make_augmenter``, ``k`` outputs an image), keeps those the method's
+    ``filter_augmentations`` accepts and adds them to the pool beside their sources
+    (with the sources' labels), so the student trains on originals and kept
+    augmentations alike. The pool holds ``data_scale * (1 + k)`` samples.
+
+    All of it is the ``augmentation`` phase on the clock. Outputs of a cacheable
+    augmenter go through the on-disk ``ImageCache``: an image already augmented (a
+    resumed epoch, a repeated run) is read back, and its FLOPs and original seconds are
+    counted as cached work (``<cost>_cached_images``, ``_cached_seconds``)."""
+
+    def __init__(self, env: FeedEnv):
+        super().__init__(env)
+        self.augmenter = env.method.make_augmenter()
+        if self.augmenter is not None and self.pool.capacity:
+            self.pool.capacity *= 1 + self.augmenter.k
+
+    def after_synthesis(self, batch: Batch) -> dict[str, float]:
+        if self.augmenter is None:
+            return {}
+        env, a = self.env, self.augmenter
+        with env.clock.phase("augmentation"):
+            sources = aug.to_uint8(env.ctx.normalizer.denormalize(batch.images))
+            outputs, logs = self.augmented(sources, batch.labels)
+            images = env.ctx.normalizer.from_uint8(outputs.to(batch.images.device))
+            with env.autocast():
+                keep, filter_logs = env.method.filter_augmentations(batch.images, images, a.k)
+            labels = None if batch.labels is None else batch.labels.repeat_interleave(a.k)[keep]
+            self.pool.add(images[keep], labels)
+        logs.update({"aug_made": float(len(images)), "aug_kept": float(keep.sum()),
+                     "aug_kept_fraction": float(keep.float().mean())})
+        logs.update({f"aug_{k}": float(v) for k, v in filter_logs.items()})
+        return logs
+
+    def augmented(self, sources: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``k`` uint8 augmentations of each source, grouped by source: cached ones read
+        back, the others made (and cached) in one call of the augmenter."""
+        env, a = self.env, self.augmenter
+        identity = a.identity()
+        keys = [aug.cache_key(identity, image) for image in sources]
+        cache = env.augment_cache if a.cacheable else None
+        found = [cache.get(key) if cache is not None else None for key in keys]
+        found = [f if f is not None and f[0].shape == (a.k, *sources.shape[1:]) else None for f in found]
+        missing = [i for i, f in enumerate(found) if f is None]
+        outputs: list[torch.Tensor | None] = [None if f is None else f[0] for f in found]
+        seconds = 0.0
+        if missing:
+            idx = torch.tensor(missing, device=sources.device)
+            made, seconds = aug.timed(a, sources[idx], None if labels is None else labels[idx],
+                                      [aug.output_seeds(keys[i], a.k) for i in missing], env.data.class_names)
+            per_image = seconds / len(missing)
+            for j, i in enumerate(missing):
+                outputs[i] = made[j * a.k:(j + 1) * a.k]
+                if cache is not None:
+                    cache.put(keys[i], outputs[i], {"seconds": per_image, "flops_per_output": a.flops_per_output,
+                                                    "identity": identity})
+        hits = [f for f in found if f is not None]
+        if a.cost_name and env.counter is not None:
+            flops = a.flops_per_output or next((f[1].get("flops_per_output", 0) for f in hits), 0)
+            env.counter.add(a.cost_name, flops, images=len(missing) * a.k, cached_images=len(hits) * a.k,
+                            cached_seconds=sum(f[1].get("seconds", 0.0) for f in hits))
+        device = sources.device
+        return torch.cat([o.to(device) for o in outputs]), {"aug_cache_hits": float(len(hits)),
+                                                            "aug_seconds_made": seconds}
 
 
 @FEEDS.register("online")

@@ -29,6 +29,7 @@ from .events import RunObserver
 from .feeds import FeedEnv, add_logs, make_feed
 from .method import Batch, Method, MethodContext
 from .models import build_model
+from .paths import cache_dir
 from .pairs import resolve_pair
 from .plan import RunSpec
 from .summary import RunSummary
@@ -81,18 +82,21 @@ class RunProgress:
 
 class StudentTrainer:
     """The student with its SGD optimiser and cosine schedule: one step from the loss
-    terms a method returns."""
+    terms a method returns. The method's ``student_modules`` (heads trained with the
+    student) share the optimiser, the schedule, the train mode and the checkpoint."""
 
     def __init__(self, student: torch.nn.Module, method: Method, steps_total: int, autocast):
         cfg = method.ctx.run
         self.student, self.method, self.autocast = student, method, autocast
-        self.optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.extra = nn.ModuleDict(method.student_modules()).to(method.ctx.device)
+        self.optimizer = torch.optim.SGD([*student.parameters(), *self.extra.parameters()], lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         # Cosine over the run's actual length (the reference code fixes it at 200 epochs).
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, steps_total))
 
     def step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         self.student.train()
+        self.extra.train()
         with self.autocast():
             losses = self.method.distill_loss(batch)
         loss = losses["loss"]
@@ -112,11 +116,16 @@ class StudentTrainer:
         return self.scheduler.get_last_lr()[0]
 
     def state_dict(self) -> dict:
-        return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        state = {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        if len(self.extra):
+            state["modules"] = self.extra.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
+        if len(self.extra):
+            self.extra.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -229,7 +238,8 @@ class Session:
             self.counter.watch(name, module)
         self.clock = PhaseClock(device)
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp_bf16 else nullcontext
-        self.feed = make_feed(FeedEnv(self.method, self.ctx, self.clock, autocast, data, spec.seed, rundir.shards()))
+        self.feed = make_feed(FeedEnv(self.method, self.ctx, self.clock, autocast, data, spec.seed, rundir.shards(),
+                                      self.counter, store.ImageCache(cache_dir(spec.cache) / "augmentations")))
         self.steps = self.feed.steps_per_epoch
         self.trainer = StudentTrainer(student, self.method, (cfg.epochs - cfg.warmup_epochs) * self.steps, autocast)
         self.progress = RunProgress(started=_now())
@@ -336,7 +346,7 @@ class Session:
             steps_per_epoch=self.steps, final_top1=p.final, best_top1=p.best, teacher_top1=self.teacher_top1,
             seconds=dict(self.clock.seconds), training_flops=costs.pop("training_flops"), costs=costs,
             peak_memory_mb=round(peak_memory_mb(self.device), 1), device=self.device.type,
-            started=p.started, updated=_now())
+            started=p.started, updated=_now(), variant=self.method.variant())
         self.rundir.write_summary(summary)
         return summary
 

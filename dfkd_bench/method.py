@@ -21,7 +21,7 @@ from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
 from .registry import METHODS
 
-POOL, ONLINE, REAL = "pool", "online", "real"
+POOL, ONLINE, REAL, AUGMENTED = "pool", "online", "real", "augmented"
 # The run budget of every method's ``smoke`` preset: the registry-driven tests run each
 # method end to end on it (a method adds its own tiny synthesis budget).
 SMOKE_RUN = {"epochs": 2, "batch_size": 8, "kd_steps": 3}
@@ -64,7 +64,17 @@ class Method:
       student then takes ``steps_per_epoch`` mini-batches from the pool;
     - ``online``: ``synthesize`` is called before every student step and its batch is
       used once (DAFL, DFAD, ZSKT, DFQ);
-    - ``real``: the harness feeds batches of real training data (baselines only).
+    - ``real``: the harness feeds batches of real training data (baselines only);
+    - ``augmented``: a pool whose new samples the harness also augments each epoch
+      (``make_augmenter``), filters (``filter_augmentations``) and adds beside them, in
+      its own ``augmentation`` phase and through its on-disk cache (DDA).
+
+    Extra trainable modules (heads trained with the student) are declared by
+    ``student_modules``: the harness trains them with the student's optimiser and
+    schedule, switches their train/eval mode with the student's and checkpoints them.
+    ``check_config`` runs at planning time, before anything is written: a method stops
+    there with a ``UserError`` when what it needs (an optional package, a model file)
+    is missing.
 
     ``presets`` map a name to changes of the method's and the run's fields (one
     namespace); every built-in method has a ``smoke`` preset, its tiny test budget.
@@ -89,6 +99,10 @@ class Method:
         self.cfg = cfg
         self.ctx = ctx
 
+    @classmethod
+    def check_config(cls, run: RunConfig, cfg: Any) -> None:
+        """Planning-time checks beyond field types and bounds (default: none)."""
+
     # --- synthesis -----------------------------------------------------------------
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         raise NotImplementedError(f"{type(self).__name__} must implement synthesize()")
@@ -107,6 +121,18 @@ class Method:
         """Keyword arguments for the pool's ``sample`` (priority replay's annealed beta)."""
         return {}
 
+    def make_augmenter(self):
+        """An ``augmented`` method's augmenter (``dfkd_bench.augment.Augmenter``), or
+        None for no augmentation (an ablation)."""
+        return None
+
+    def filter_augmentations(self, sources: torch.Tensor, augmented: torch.Tensor, k: int
+                             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Which augmentations to keep: ``augmented`` (normalised) holds ``k`` variations
+        of each of ``sources``, grouped by source. Returns a boolean mask over
+        ``augmented`` and logs. Default: keep all."""
+        return torch.ones(len(augmented), dtype=torch.bool, device=augmented.device), {}
+
     # --- distillation --------------------------------------------------------------
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss terms of one student step; must contain ``loss``. Default: KD at T."""
@@ -118,6 +144,16 @@ class Method:
 
     def after_distill_step(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
         """Called after each student update (priority refresh in SSD-KD)."""
+
+    def variant(self) -> str:
+        """What a table must say about this run beyond method and preset (DDA: which
+        augmentation); "" for nothing."""
+        return ""
+
+    def student_modules(self) -> dict[str, nn.Module]:
+        """Modules trained with the student by the harness (its optimiser, schedule,
+        train/eval mode and checkpoint): heads whose loss is in ``distill_loss``."""
+        return {}
 
     # --- bookkeeping ---------------------------------------------------------------
     def cost_modules(self) -> dict[str, nn.Module]:

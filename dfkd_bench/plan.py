@@ -128,6 +128,7 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
         run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"{cls.name}: {source}", cls.renamed)
     run_cfg.validate(cls.name)
     check_fields(method_cfg, cls.name)
+    cls.check_config(run_cfg, method_cfg)
     return run_cfg, method_cfg
 
 

@@ -298,6 +298,36 @@ class ShardStore:
                     f.unlink(missing_ok=True)
 
 
+class ImageCache:
+    """Results of expensive augmentations (DDA's diffusion outputs), one file per source
+    image named by its content hash (``augment.cache_key``) under ``<cache>/augmentations``:
+    written atomically, read without executing code; a torn or foreign file is a miss
+    and is rewritten. Shared by every run on the machine, so a resumed or repeated run
+    never computes the same augmentation twice."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _file(self, key: str) -> Path:
+        return self.path / key[:2] / f"{key}.pt"
+
+    def get(self, key: str) -> tuple[torch.Tensor, dict] | None:
+        """(uint8 images, meta) stored under ``key``, or None."""
+        f = self._file(key)
+        if not f.is_file():
+            return None
+        try:
+            entry = torch.load(f, map_location="cpu", weights_only=True)
+            return entry["images"], dict(entry.get("meta", {}))
+        except Exception:  # noqa: BLE001  (torn, truncated or foreign: recompute it)
+            return None
+
+    def put(self, key: str, images: torch.Tensor, meta: dict) -> None:
+        f = self._file(key)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(f, {"images": images.detach().cpu().clone(), "meta": meta})
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,

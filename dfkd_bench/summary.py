@@ -13,7 +13,7 @@ from typing import Any
 
 from .timing import TRAIN_PHASES
 
-COST_SUFFIXES = ("_flops_per_image", "_forward_images", "_backward_images")
+COST_SUFFIXES = ("_flops_per_image", "_forward_images", "_backward_images", "_cached_images", "_cached_seconds")
 
 
 @dataclass
@@ -42,12 +42,15 @@ class RunSummary:
     device: str
     started: str
     updated: str
+    # What a table must say about the run beyond its preset (DDA: which augmentation).
+    variant: str = ""
     skipped: bool = False  # set when a completed run was read back instead of run
 
     @property
     def label(self) -> str:
-        """The method as a table shows it: ``method`` or ``method-preset``."""
-        return run_label(self.method, self.preset)
+        """The method as a table shows it: ``method`` or ``method-preset``, with its
+        variant in brackets where the method names one (``dda-cpu [RandAugment]``)."""
+        return run_label(self.method, self.preset) + (f" [{self.variant}]" if self.variant else "")
 
     @property
     def train_seconds(self) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .timing import TRAIN_PHASES
+from .timing import PHASES, TRAIN_PHASES
 
 MISSING = "—"
 # Rows every paper table has beside the data-free methods: references, not competitors,
@@ -148,7 +148,6 @@ def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Tabl
     return Table(f"Top-1 and train time, {dataset}", ["method", *pairs], rows, bold, notes, pd.DataFrame(raw))
 
 
-PHASES = ("synthesis", "augmentation", "distillation", "evaluation", "checkpoint")
 
 
 def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
@@ -175,6 +174,11 @@ def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
                     "peak_memory_mb": r.peak_memory_mb})
     notes = [f"{dataset}: means over seeds. train s = {TRAIN_TIME}; total s adds "
              "evaluation and checkpoint writes. FLOPs and images count training only (evaluation excluded)."]
+    for col in [c for c in exp.columns if c.endswith("_cached_seconds")]:
+        for r in exp[exp[col].fillna(0) > 0].itertuples(index=False):
+            notes.append(f"{r.row} ({r.pair}): {getattr(r, col):.1f} s a run of {col[:-len('_cached_seconds')]} work "
+                         "was read from the augmentation cache (made by an earlier run) and is not in its seconds; "
+                         "its FLOPs are counted.")
     return Table(f"Cost per method, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
 
 

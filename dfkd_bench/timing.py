@@ -10,10 +10,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-PHASES = ("synthesis", "distillation", "evaluation", "checkpoint")
+PHASES = ("synthesis", "augmentation", "distillation", "evaluation", "checkpoint")
 # "Train time": evaluation and checkpoint writes are not training, and checkpoint cost
-# grows with what a method keeps, not with how it distils.
-TRAIN_PHASES = ("synthesis", "distillation")
+# grows with what a method keeps, not with how it distils. Augmentation (DDA's diffusion
+# step and its filter) is part of making the training data: it counts.
+TRAIN_PHASES = ("synthesis", "augmentation", "distillation")
 
 
 class PhaseClock:
@@ -59,7 +60,7 @@ class PhaseClock:
 
     @property
     def train_seconds(self) -> float:
-        """Synthesis + distillation: what a method costs to train a student. Evaluation
+        """Synthesis + augmentation + distillation: what a method costs to train a student. Evaluation
         and checkpoint writes are timed, shown and in ``total_seconds``, but not here."""
         return sum(self.seconds[p] for p in TRAIN_PHASES)
 
@@ -95,10 +96,15 @@ class ModelCost:
     flops_per_image: int = 0
     forward_images: int = 0
     backward_images: int = 0
+    # Outputs a cache served instead of this model (DDA's augmentations of an image seen
+    # before), and the seconds they took when they were made: their FLOPs still count,
+    # since they are the method's work wherever it was done; the clock shows what ran.
+    cached_images: int = 0
+    cached_seconds: float = 0.0
 
     def training_flops(self) -> int:
         # A backward pass costs about twice the forward (input and weight gradients).
-        return self.flops_per_image * (self.forward_images + 2 * self.backward_images)
+        return self.flops_per_image * (self.forward_images + self.cached_images + 2 * self.backward_images)
 
 
 @dataclass
@@ -140,6 +146,20 @@ class CostCounter:
         module.register_forward_pre_hook(measure)
         module.register_forward_hook(on_forward)
 
+    def add(self, name: str, flops_per_image: int, images: int = 0, cached_images: int = 0,
+            cached_seconds: float = 0.0) -> None:
+        """Count forward work done outside watched modules' hooks (a diffusion pipeline's
+        UNet, VAE and image encoder, measured together per output image): ``images``
+        computed now, ``cached_images`` served by a cache (made earlier in
+        ``cached_seconds``)."""
+        if self.paused:
+            return
+        cost = self.models.setdefault(name, ModelCost())
+        cost.flops_per_image = cost.flops_per_image or int(flops_per_image)
+        cost.forward_images += int(images)
+        cost.cached_images += int(cached_images)
+        cost.cached_seconds += float(cached_seconds)
+
     @contextmanager
     def pause(self):
         paused, self.paused = self.paused, True
@@ -155,6 +175,9 @@ class CostCounter:
             out[f"{name}_flops_per_image"] = c.flops_per_image
             out[f"{name}_forward_images"] = c.forward_images
             out[f"{name}_backward_images"] = c.backward_images
+            if c.cached_images:
+                out[f"{name}_cached_images"] = c.cached_images
+                out[f"{name}_cached_seconds"] = round(c.cached_seconds, 3)
             total += c.training_flops()
         out["training_flops"] = total
         return out
