@@ -240,9 +240,8 @@ class AugmentedPoolFeed(PoolFeed):
             flops = a.flops_per_output or next((f[1].get("flops_per_output", 0) for f in hits), 0)
             env.counter.add(a.cost_name, flops, images=len(missing) * a.k, cached_images=len(hits) * a.k,
                             cached_seconds=sum(f[1].get("seconds", 0.0) for f in hits))
-        device = sources.device
-        return torch.cat([o.to(device) for o in outputs]), {"aug_cache_hits": float(len(hits)),
-                                                            "aug_seconds_made": seconds}
+        return torch.cat([o.to(sources.device) for o in outputs]), {"aug_cache_hits": float(len(hits)),
+                                                                    "aug_seconds_made": seconds}
 
 
 @FEEDS.register("online")
