@@ -40,8 +40,12 @@ class RunConfig:
     eval_every: int = 1
     data_scale: int = 0  # synthetic (or, for real-data baselines, real) samples per epoch; 0 = unset
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp_bf16: bool = False  # bf16 autocast, CUDA only
-    channels_last: bool = False  # CUDA only
+    # fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (a GPU with
+    # bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32; see dfkd_bench.precision.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Models and image batches channels_last, on the CPU and CUDA alike (faster on both;
+    # False gives the NCHW arithmetic of runs made before issue 16).
+    channels_last: bool = True
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
     def steps_per_epoch(self) -> int:
@@ -74,6 +78,10 @@ class RunConfig:
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(RunConfig))
+# Run fields that are gone, and what replaced them (an old key is an error naming it).
+RETIRED_RUN_FIELDS = {
+    "amp_bf16": "precision=bf16 (or auto: bf16 where the device runs it natively; it now works on the CPU too)",
+}
 
 # Bounds of a method config field, checked with the choices in ``check_fields``: counts
 # that must be positive (``steps``, ``synth_batch``), rates and temperatures that must
@@ -211,6 +219,8 @@ def apply_changes(run_cfg: RunConfig, method_cfg: Any, changes: dict[str, Any], 
         if renamed and key in renamed and scope != "run":
             where = f"; the student's {key} is run.{key}" if key in run_types else ""
             raise UserError(f"{source}: {raw_key!r}: the method field {key!r} was renamed {renamed[key]!r}{where}")
+        if key in RETIRED_RUN_FIELDS and scope != "method" and key not in method_types:
+            raise UserError(f"{source}: {raw_key!r} was replaced by {RETIRED_RUN_FIELDS[key]}")
         if scope != "run" and key in method_types:
             method_upd[key] = _coerce(value, method_types[key], raw_key)
         elif scope != "method" and key in run_types:

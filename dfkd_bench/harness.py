@@ -13,7 +13,7 @@ import datetime as dt
 import random
 import re
 import resource
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,12 @@ from .feeds import FeedEnv, add_logs, make_feed
 from .method import Batch, Method, MethodContext
 from .models import build_model
 from .paths import cache_dir
+from .precision import FastPath
+from .precision import resolve as resolve_precision
 from .pairs import resolve_pair
 from .plan import RunSpec
 from .summary import RunSummary
-from .teachers import evaluate_top1, get_or_train_teacher, teacher_normalization
+from .teachers import Evaluator, get_or_train_teacher, teacher_normalization
 from .timing import CostCounter, PhaseClock
 
 CHECKPOINT_FORMAT = 2  # 1: before issue 10 (no "format" key; pool images inside the checkpoint)
@@ -155,6 +157,9 @@ def changed_attributes(before: dict[str, Any], after: dict[str, Any]) -> list[st
 
 
 def resolved_config(spec: RunSpec, device: torch.device) -> dict:
+    """What a run is: its method, data, models, seed, device and configs, with the
+    precision it runs at on ``device`` (``auto`` resolved)."""
+    spec = effective_spec(spec, device)
     pair = resolve_pair(spec.pair, spec.dataset)
     return {
         "method": spec.method, "preset": spec.preset, "dataset": spec.dataset, "pair": pair.name,
@@ -217,11 +222,9 @@ class Session:
                                                           spec.train_missing_teacher, observer.message)
         seed_everything(spec.seed)
         student = build_model(resolved["student"], self.data.num_classes, self.data.image_shape[0])
-        self.teacher.to(device).eval().requires_grad_(False)
-        student.to(device)
-        if cfg.channels_last:
-            self.teacher.to(memory_format=torch.channels_last)
-            student.to(memory_format=torch.channels_last)
+        self.fast_path = FastPath(device.type, resolve_precision(cfg.precision, device)[0], cfg.channels_last)
+        self.fast_path.prepare(self.teacher.to(device).eval().requires_grad_(False))
+        self.fast_path.prepare(student.to(device))
         data = self.data
         mean, std = teacher_normalization(teacher_meta, data)
         self.normalizer = Normalizer(mean, std, device)
@@ -231,13 +234,14 @@ class Session:
                          "teacher_normalization": format_normalization(mean, std)}
         self.ctx = MethodContext(teacher=self.teacher, student=student, num_classes=data.num_classes,
                                  image_shape=data.image_shape, normalizer=self.normalizer, device=device, run=cfg,
-                                 augment=lambda x: random_crop_flip(x, data.crop_padding, data.flip))
+                                 augment=lambda x: random_crop_flip(x, data.crop_padding, data.flip),
+                                 fast_path=self.fast_path)
         self.method = spec.method_cls(spec.method_config, self.ctx)
         self.counter = CostCounter()
         for name, module in {"teacher": self.teacher, "student": student, **self.method.cost_modules()}.items():
             self.counter.watch(name, module)
         self.clock = PhaseClock(device)
-        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp_bf16 else nullcontext
+        autocast = self.fast_path.autocast
         self.feed = make_feed(FeedEnv(self.method, self.ctx, self.clock, autocast, data, spec.seed, rundir.shards(),
                                       self.counter, store.ImageCache(cache_dir(spec.cache) / "augmentations")))
         self.steps = self.feed.steps_per_epoch
@@ -248,9 +252,10 @@ class Session:
         # attributes change, a resumed run would differ from an uninterrupted one.
         stateless = type(self.method).state_dict is Method.state_dict
         self._unsaved_watch = mutable_snapshot(self.method) if stateless else None
+        self.evaluator = Evaluator(data.test_images, data.test_labels, self.normalizer, self.fast_path)
         self.teacher_top1 = teacher_meta.get("top1")
         if self.teacher_top1 is None:
-            self.teacher_top1 = evaluate_top1(self.teacher, data.test_images, data.test_labels, self.normalizer)
+            self.teacher_top1 = self.evaluator.top1(self.teacher)
 
     def components(self) -> dict[str, Any]:
         """Everything whose state a checkpoint holds (the random state last, so that it
@@ -262,7 +267,7 @@ class Session:
     def start(self) -> int:
         """Resume from the checkpoint if there is one; write config and environment.
         Returns the first epoch to run."""
-        env = store.environment(self.device)
+        env = store.environment(self.device, self.spec.run.precision)
         ckpt = self.rundir.load_checkpoint(warn=self.observer.message)
         if ckpt is not None:
             state = upgrade_checkpoint(ckpt)
@@ -307,7 +312,7 @@ class Session:
         if not (due or epoch == cfg.epochs - 1):
             return
         with self.clock.phase("evaluation"), self.counter.pause():
-            top1 = evaluate_top1(self.ctx.student, self.data.test_images, self.data.test_labels, self.normalizer)
+            top1 = self.evaluator.top1(self.ctx.student)
         self.progress.final = top1
         self.progress.best = top1 if self.progress.best is None else max(self.progress.best, top1)
         record["top1"] = top1
@@ -346,7 +351,7 @@ class Session:
             steps_per_epoch=self.steps, final_top1=p.final, best_top1=p.best, teacher_top1=self.teacher_top1,
             seconds=dict(self.clock.seconds), training_flops=costs.pop("training_flops"), costs=costs,
             peak_memory_mb=round(peak_memory_mb(self.device), 1), device=self.device.type,
-            started=p.started, updated=_now(), variant=self.method.variant())
+            started=p.started, updated=_now(), variant=self.method.variant(), precision=spec.run.precision)
         self.rundir.write_summary(summary)
         return summary
 
@@ -393,18 +398,28 @@ class Session:
         diagnostics.write(self.rundir.path, arrays, self.data.num_classes)
 
 
-def effective_spec(spec: RunSpec, device: torch.device) -> RunSpec:
-    """bf16 autocast and channels_last are CUDA paths: off elsewhere."""
-    if device.type != "cuda" and (spec.run.amp_bf16 or spec.run.channels_last):
-        return dataclasses.replace(spec, run=dataclasses.replace(spec.run, amp_bf16=False, channels_last=False))
-    return spec
+_SAID: set[str] = set()
+
+
+def effective_spec(spec: RunSpec, device: torch.device, say=None) -> RunSpec:
+    """``spec`` with the precision it runs at on ``device`` (``auto`` resolved), so a
+    bf16 and an fp32 run are two experiments, in their names and configs alike. Why
+    ``auto`` chose fp32, or that an asked-for bf16 is emulated, goes to ``say`` once a
+    process."""
+    precision, why = resolve_precision(spec.run.precision, device)
+    if why and say is not None and (precision != "bf16" or spec.run.precision == "bf16") and why not in _SAID:
+        _SAID.add(why)
+        say(why)
+    if precision == spec.run.precision:
+        return spec
+    return dataclasses.replace(spec, run=dataclasses.replace(spec.run, precision=precision))
 
 
 def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
     """Run (or resume, or skip if complete) one (config, seed). Returns its summary."""
     observer = observer or RunObserver()
     device = resolve_device(spec.run.device)
-    spec = effective_spec(spec, device)
+    spec = effective_spec(spec, device, observer.message)
     resolved = resolved_config(spec, device)
     rundir = _run_dir(spec.out, resolved)
     rundir.create()
@@ -433,7 +448,7 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
 def run_dir(spec: RunSpec, device: torch.device | None = None) -> store.RunDir:
     """Where ``spec``'s run lives (named from its resolved config and seed)."""
     device = device or resolve_device(spec.run.device)
-    return _run_dir(spec.out, resolved_config(effective_spec(spec, device), device))
+    return _run_dir(spec.out, resolved_config(spec, device))
 
 
 def _run_dir(out, resolved: dict) -> store.RunDir:

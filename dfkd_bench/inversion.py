@@ -35,7 +35,8 @@ class BNStatsHook:
         if not torch.is_grad_enabled():
             # Teacher forwards for distillation and evaluation need no inversion loss.
             return
-        var, mean = torch.var_mean(inputs[0], dim=(0, 2, 3), unbiased=False)
+        # In fp32 whatever the run's precision: the loss compares against fp32 running statistics.
+        var, mean = torch.var_mean(inputs[0].float(), dim=(0, 2, 3), unbiased=False)
         self.mean, self.var = mean, var
         if self.momentum and self.avg_mean is not None:
             m = self.momentum
@@ -196,7 +197,7 @@ def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
     from .models.generator import Generator
 
     c, h, _ = ctx.image_shape
-    return Generator(nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device)
+    return ctx.fast_path.prepare(Generator(nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device))
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0),

@@ -19,6 +19,7 @@ from .errors import UserError
 from .data import Normalizer
 from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
+from .precision import FastPath
 from .registry import METHODS
 
 POOL, ONLINE, REAL, AUGMENTED = "pool", "online", "real", "augmented"
@@ -47,6 +48,9 @@ class MethodContext:
     run: RunConfig
     # Crop-and-flip augmentation of the data set, for normalised image batches.
     augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    # The run's layout and precision: a method's own conv models (generators) go through
+    # ``fast_path.prepare`` (``inversion.generator_for`` does it).
+    fast_path: FastPath = field(default_factory=FastPath)
 
 
 @dataclass

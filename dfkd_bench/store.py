@@ -347,7 +347,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, precision: str | None = None) -> dict:
+    """Where and how a run ran (``precision``: the one it used, where known)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -358,6 +359,7 @@ def environment(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "cpu_model": _cpu_model(),
         "threads": torch.get_num_threads(),
+        **({"precision": precision} if precision else {}),
         "python": platform.python_version(),
         "hostname": platform.node(),
     }

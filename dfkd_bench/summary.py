@@ -44,6 +44,7 @@ class RunSummary:
     updated: str
     # What a table must say about the run beyond its preset (DDA: which augmentation).
     variant: str = ""
+    precision: str = ""  # fp32 | bf16: what the run computed in ("" in summaries before issue 16: fp32)
     skipped: bool = False  # set when a completed run was read back instead of run
 
     @property

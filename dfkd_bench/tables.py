@@ -234,6 +234,8 @@ def environment_note(environments: list[dict]) -> str:
     parts = [f"device {', '.join(distinct('device_name') or distinct('device'))}",
              f"torch {', '.join(distinct('torch'))}", f"Python {', '.join(distinct('python'))}",
              f"threads {', '.join(distinct('threads'))}"]
+    if distinct("precision"):  # recorded since issue 16
+        parts.append(f"precision {', '.join(distinct('precision'))}")
     commits = distinct("git_commit")
     if commits:
         dirty = any(e.get("git_dirty") for e in environments)

@@ -17,7 +17,6 @@ import re
 import time
 import warnings
 import zipfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,8 @@ from .data import PUBLIC_NORMALIZATION, DataBundle, Normalizer, load_dataset, pa
 from .errors import UserError
 from .models import build_model
 from .paths import cache_dir
+from .precision import FastPath
+from .precision import resolve as resolve_precision
 from .store import atomic_torch_save, atomic_write_json, read_json
 
 Progress = Callable[[str, dict], None]
@@ -95,18 +96,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def evaluate_top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
-                  batch_size: int = 500) -> float:
-    """Top-1 (%) of ``model`` on uint8 ``images``; restores the model's train/eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        x = normalizer.from_uint8(images[i:i + batch_size])
-        correct += (model(x).argmax(1) == labels[i:i + batch_size]).sum().item()
-    model.train(was_training)
-    return 100.0 * correct / max(1, len(labels))
+class Evaluator:
+    """Top-1 of a model on a fixed test split: the images normalised once (in the run's
+    layout; a split whose fp32 copy would exceed ``keep_bytes`` is normalised a batch at
+    a time instead), each evaluation under ``torch.inference_mode`` and the run's
+    precision in large batches (fp32 unless a fast path says otherwise)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
+                 fast_path: "FastPath | None" = None, batch_size: int = 256, keep_bytes: int = 2**30):
+        self.fast_path = fast_path or FastPath(images.device.type, "fp32")
+        self.normalizer, self.labels, self.batch_size = normalizer, labels, batch_size
+        self.kept = images.numel() * 4 <= keep_bytes
+        self.images = self._prepare(images) if self.kept else images
+
+    def _prepare(self, uint8_images: torch.Tensor) -> torch.Tensor:
+        return self.fast_path.images(self.normalizer.from_uint8(uint8_images))
+
+    @torch.inference_mode()
+    def top1(self, model: nn.Module) -> float:
+        """Top-1 (%); restores the model's train/eval mode."""
+        was_training = model.training
+        model.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=self.labels.device)
+        try:
+            with self.fast_path.autocast():
+                for i in range(0, len(self.labels), self.batch_size):
+                    x = self.images[i:i + self.batch_size]
+                    out = model(x if self.kept else self._prepare(x))
+                    correct += (out.argmax(1) == self.labels[i:i + self.batch_size]).sum()
+        finally:
+            model.train(was_training)
+        return 100.0 * correct.item() / max(1, len(self.labels))
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_total: int):
@@ -122,26 +142,25 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_total: int):
 
 def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, device: torch.device,
                      progress: Progress | None = None, eval_every: int = 0,
-                     fast_path: bool | None = None) -> float:
+                     precision: str = "auto") -> float:
     """Train ``model`` on the real training split with crop-and-flip on tensors; returns
     the final test top-1.
 
     ``progress(event, info)`` is told ``"start"`` (epochs, steps per epoch), ``"step"``
     (epoch, step) and ``"epoch"`` (epoch, mean loss, train top-1, lr, seconds, and test
     top-1 every ``eval_every`` epochs and at the end), so callers draw their own bars and
-    logs. The fast path (default: on CUDA) keeps the data on the device, runs the forward
-    pass under bf16 autocast and uses channels_last, the layout tensor cores want;
-    losses are summed on the device so no step waits for the host.
+    logs. The run's fast path (``dfkd_bench.precision``) applies: channels_last on both
+    devices, and ``precision`` (``auto``: bf16 where the device runs it natively) for
+    the forward passes; the data stay on the device and losses are summed there, so
+    no step waits for the host.
     """
     emit = progress or (lambda event, info: None)
-    fast = device.type == "cuda" if fast_path is None else fast_path
-    model.to(device).train()
-    if fast:
-        model.to(memory_format=torch.channels_last)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if fast else nullcontext
+    fast = FastPath(device.type, resolve_precision(precision, device)[0])
+    fast.prepare(model.to(device).train())
+    autocast = fast.autocast
     normalizer = Normalizer(data.mean, data.std, device)
     x_all, y_all = data.train_images.to(device), data.train_labels.to(device)
-    x_test, y_test = data.test_images.to(device), data.test_labels.to(device)
+    evaluator = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer, fast)
     n = len(y_all)
     steps = math.ceil(n / recipe.batch_size)
     opt, sched = make_optimizer(model, recipe, steps * recipe.epochs)
@@ -159,13 +178,13 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started}
             last = epoch == recipe.epochs - 1
             if last or (eval_every and (epoch + 1) % eval_every == 0):
-                top1 = evaluate_top1(model, x_test, y_test, normalizer)
+                top1 = evaluator.top1(model)
                 info["top1"] = top1
             emit("epoch", info)
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
     if top1 is None:  # zero epochs
-        top1 = evaluate_top1(model, x_test, y_test, normalizer)
+        top1 = evaluator.top1(model)
     return top1
 
 
@@ -178,9 +197,7 @@ def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
     perm = torch.randperm(n).to(device)
     for i in range(math.ceil(n / recipe.batch_size)):
         idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-        x = random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip)
-        if fast:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = fast.images(random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip))
         y = y_all[idx]
         with autocast():
             logits = model(x)
@@ -424,7 +441,7 @@ def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_ro
     load_weights(model, state, arch, path, data.name)
     model.to(device)
     normalizer = Normalizer(mean, std, device)
-    top1 = evaluate_top1(model, data.test_images.to(device), data.test_labels.to(device), normalizer)
+    top1 = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer).top1(model)
     extra = {"source_sha256": sha256_file(path), "data_source": data.source, "data_fingerprint": data.fingerprint,
              **_normalization_record(norm_name, mean, std)}
     save_teacher(model.cpu(), data.name, arch, top1, {"imported": True}, root, source=str(path.resolve()),
@@ -453,7 +470,7 @@ def verify(dataset: str, arch: str, root=None, data_root=None, download: bool = 
                         f"re-create the teacher with `dfkd-bench teachers train` or `teachers import`")
     model = load_teacher(data, arch, data.image_shape[0], root).to(device)
     normalizer = teacher_normalizer(meta, data, device)
-    measured = evaluate_top1(model, data.test_images.to(device), data.test_labels.to(device), normalizer)
+    measured = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer).top1(model)
     recorded = meta.get("top1")
     ok = recorded is not None and abs(measured - recorded) <= tolerance
     return {"dataset": data.name, "arch": arch, "path": str(ckpt), "sha256": meta.get("sha256"),

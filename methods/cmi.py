@@ -48,7 +48,7 @@ class InstanceMeanHook:
 
     def _hook(self, module, inputs, output):
         if torch.is_grad_enabled():
-            self.instance_mean = inputs[0].mean(dim=(2, 3))
+            self.instance_mean = inputs[0].float().mean(dim=(2, 3))
 
 
 def feature_layers(teacher: nn.Module, which: str) -> list[nn.Module]:
@@ -116,7 +116,7 @@ class CMI(Method):
         # samples an epoch) since issue 12: a KD batch is never larger than the round's
         # synthesis batch, as in the paper (256 and 256).
         "cpu": {"steps": 20, "synth_batch": 64, "bank_size": 2048, "n_neg": 512, "batch_size": 64,
-                "kd_steps": 80, "epochs": 20, "lr": 0.1, "T": 20.0},
+                "kd_steps": 80, "epochs": 20, "lr": 0.1, "T": 20.0, "eval_every": 4},
         "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16, "bank_size": 64, "n_neg": 16},
     }
 

@@ -64,7 +64,7 @@ class PenultimateTap:
         linears[-1].register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output):
-        self.value = inputs[0].flatten(1)
+        self.value = inputs[0].flatten(1).float()
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, penultimate features) of ``model`` on ``x``."""

@@ -345,12 +345,12 @@ def test_verify_catches_a_swapped_file(cache, tmp_path, tiny_data):
 
 
 def test_train_supervised_fast_path_reports_progress(tiny_data):
-    """The GPU fast path (bf16 autocast, channels_last) forced on the CPU, one epoch."""
+    """The bf16 fast path (autocast, channels_last) forced on the CPU, one epoch."""
     events = []
     model = build_model("cnn_s", 4, 1)
     recipe = TrainRecipe(epochs=1, batch_size=16, lr=0.05)
     top1 = train_supervised(model, tiny_data, recipe, torch.device("cpu"), lambda e, i: events.append((e, i)),
-                            fast_path=True)
+                            precision="bf16")
     assert 0 <= top1 <= 100
     assert events[0] == ("start", {"epochs": 1, "steps": 4})
     assert [e for e, _ in events].count("step") == 4

@@ -61,14 +61,16 @@ def test_shards_of_evicted_samples_are_removed(tiny_zoo, tmp_path):
     assert state["pool"]["size"] == 24 and state["pool"]["priorities"].shape == (24,)
 
 
-# The fixture's deepinv ran before issue 12 gave DeepInv the reference's ADI term and jsdiv.
+# The fixture's deepinv ran before issue 12 gave DeepInv the reference's ADI term and jsdiv;
+# both ran before issue 16 made channels_last the default layout (NCHW arithmetic).
 @pytest.mark.parametrize("method,changes", [("deepinv", {"steps": 3, "synth_batch": 16, "student_bn": 0.0,
                                                          "adv_div": "js"}), ("kd", {})])
 def test_a_format_1_checkpoint_resumes_to_the_uninterrupted_result(method, changes, tiny_zoo, tmp_path):
     """A run interrupted by the code before issue 10 (fixtures/legacy-v1) resumes under
     today's code and ends exactly where an uninterrupted run of today's code ends."""
     def spec(out):
-        return smoke_spec(method, out, preset=None, epochs=4, batch_size=8, kd_steps=3, **changes)
+        return smoke_spec(method, out, preset=None, epochs=4, batch_size=8, kd_steps=3, channels_last=False,
+                          precision="fp32", **changes)
 
     full = harness.run(spec(tmp_path / "full"))
     (old,) = LEGACY.glob(f"tiny__cnn_s-cnn_s__{method}__*")
@@ -77,7 +79,11 @@ def test_a_format_1_checkpoint_resumes_to_the_uninterrupted_result(method, chang
     assert "format" not in torch.load(cut / full.name / store.CHECKPOINT, weights_only=True)
     resumed = harness.run(spec(cut))
     assert resumed.status == "completed" and resumed.final_top1 == full.final_top1
-    assert same_tensors(student_state(full, tmp_path / "full"), student_state(resumed, cut))
+    # The fixture's first epochs were computed on another CPU (an AVX-512 Xeon): its kernels
+    # round differently from other ISAs' at about 1e-7 (measured 2e-7 and 9e-7 on an AVX2
+    # EPYC). A resume that lost any state (a momentum buffer, the RNG) is off by far more.
+    a, b = student_state(full, tmp_path / "full"), student_state(resumed, cut)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
     assert resumed.costs == full.costs
     epochs = [(r["event"], r["epoch"]) for r in store.RunDir(cut, full.name).read_metrics()]
     assert epochs == [("epoch", 0), ("epoch", 1), ("resume", 1), ("epoch", 2), ("epoch", 3)]

@@ -1,0 +1,160 @@
+"""The fast path: ``run.precision`` resolved per device and recorded, channels_last
+models, fp32 losses under bf16, and the evaluator (issue 16)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfkd_bench import harness, precision, store
+from dfkd_bench.data import Normalizer
+from dfkd_bench.errors import UserError
+from dfkd_bench.inversion import BNStatsHook
+from dfkd_bench.models import build_model
+from dfkd_bench.precision import FastPath, fp32_outputs
+from dfkd_bench.teachers import Evaluator
+from tests.helpers import smoke_spec
+
+
+@pytest.fixture()
+def native_bf16(monkeypatch):
+    """Pretend the CPU has AMX-BF16 (or not): ``native_bf16(True)``."""
+    def set_native(flag: bool):
+        monkeypatch.setattr(precision, "cpu_bf16_support",
+                            lambda: (True, "AMX-BF16") if flag else (False, "neither AMX-BF16 nor AVX512-BF16"))
+    return set_native
+
+
+def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(native_bf16):
+    cpu = torch.device("cpu")
+    native_bf16(True)
+    assert precision.resolve("auto", cpu) == ("bf16", "precision auto: bf16, since this CPU has AMX-BF16")
+    native_bf16(False)
+    chosen, why = precision.resolve("auto", cpu)
+    assert chosen == "fp32" and "neither AMX-BF16 nor AVX512-BF16" in why
+    chosen, why = precision.resolve("bf16", cpu)  # asked for: honoured, with the warning
+    assert chosen == "bf16" and "emulated" in why
+    assert precision.resolve("fp32", cpu) == ("fp32", "")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_auto_on_cuda_follows_the_gpus_bf16_support(monkeypatch):
+    """The CUDA branch, without a GPU: only the support query is replaced."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.resolve("auto", cuda)[0] == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision.resolve("auto", cuda)[0] == "fp32"
+    assert FastPath("cuda", "bf16").autocast().device == "cuda"
+
+
+def test_cpu_bf16_support_reads_the_cpu():
+    native, what = precision.cpu_bf16_support()
+    assert isinstance(native, bool) and what
+
+
+def test_a_run_records_the_precision_it_used_never_auto(tiny_zoo, tmp_path, native_bf16, monkeypatch):
+    native_bf16(False)
+    monkeypatch.setattr(harness, "_SAID", set())  # said once a process: this test's process starts afresh
+    messages = []
+
+    class Say(harness.RunObserver):
+        def message(self, text):
+            messages.append(text)
+
+    fp32 = harness.run(smoke_spec("kd", tmp_path / "r", precision="auto"), Say())
+    native_bf16(True)
+    bf16 = harness.run(smoke_spec("kd", tmp_path / "r", precision="auto"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert fp32.name != bf16.name  # two experiments, never one directory
+    for summary, expected in ((fp32, "fp32"), (bf16, "bf16")):
+        run_dir = tmp_path / "r" / summary.name
+        assert json.loads((run_dir / store.CONFIG).read_text())["run"]["precision"] == expected
+        assert json.loads((run_dir / store.ENVIRONMENT).read_text())["precision"] == expected
+        assert json.loads((run_dir / store.SUMMARY).read_text())["precision"] == expected
+    assert sum("precision auto: fp32" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("method", ["fast", "cmi", "deepinv", "dda", "dafl", "ssdkd"])
+def test_methods_run_under_bf16_with_finite_fp32_losses(method, tiny_zoo, tmp_path):
+    summary = harness.run(smoke_spec(method, tmp_path / "r", precision="bf16"))
+    assert summary.status == "completed", summary.reason
+    assert summary.precision == "bf16"
+    records = [r for r in store.RunDir(tmp_path / "r", summary.name).read_metrics() if r["event"] == "epoch"]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+
+
+def test_retired_flags_name_their_successor(tmp_path):
+    with pytest.raises(UserError, match="amp_bf16.*replaced by precision=bf16"):
+        smoke_spec("kd", tmp_path, amp_bf16="true")
+    with pytest.raises(UserError, match="precision='fp16'; accepted: auto, fp32, bf16"):
+        smoke_spec("kd", tmp_path, precision="fp16")
+
+
+def test_prepare_makes_conv_models_channels_last_and_bf16_outputs_fp32():
+    model = build_model("cnn_s", 4, 1)
+    FastPath("cpu", "bf16").prepare(model)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with FastPath("cpu", "bf16").autocast():
+        out = model(torch.randn(4, 1, 8, 8))
+    assert out.dtype == torch.float32
+    plain = build_model("cnn_s", 4, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert plain(torch.randn(4, 1, 8, 8)).dtype == torch.bfloat16  # what the hook changes
+    fp32_outputs(model)  # a second call adds no second hook
+    assert len(model._forward_hooks) == 1
+
+
+def test_bn_statistics_loss_is_computed_in_fp32_under_bf16():
+    """A BN layer's input is bf16 under autocast; the loss reads it in fp32."""
+    bn = torch.nn.BatchNorm2d(3).eval()
+    bn.running_mean.fill_(0.5)
+    hook = BNStatsHook(bn)
+    x = torch.randn(8, 3, 4, 4).bfloat16()
+    hook._hook(bn, (x,), None)
+    var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)
+    expected = torch.norm(bn.running_mean - mean, 2) + torch.norm(bn.running_var - var, 2)
+    assert hook.loss.dtype == torch.float32 and torch.equal(hook.loss, expected)
+    hook.remove()
+
+
+def test_evaluator_matches_a_plain_loop_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = build_model("cnn_s", 4, 1).train()
+    images = torch.randint(0, 256, (250, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, 4, (250,))
+    norm = Normalizer((0.35,), (0.3,))
+    model.eval()
+    with torch.no_grad():
+        expected = 100.0 * (model(norm.from_uint8(images)).argmax(1) == labels).sum().item() / 250
+    model.train()
+    kept = Evaluator(images, labels, norm, batch_size=64)
+    streamed = Evaluator(images, labels, norm, batch_size=64, keep_bytes=0)
+    assert kept.kept and not streamed.kept
+    assert kept.top1(model) == streamed.top1(model) == expected
+    assert model.training
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    kept.top1(model)
+    assert torch.equal(bn.running_mean, before)  # eval mode inside: statistics untouched
+
+
+def test_bf16_and_fp32_steps_agree_to_bf16_precision():
+    """One KD loss on the same models and batch in both precisions: bf16 keeps 2-3
+    significant digits, so they agree to a few per cent and differ (bf16 did run)."""
+    torch.manual_seed(0)
+    teacher, student = build_model("cnn_m", 4, 1).eval(), build_model("cnn_s", 4, 1).eval()
+    x = torch.randn(32, 1, 16, 16)
+    losses = {}
+    for name in ("fp32", "bf16"):
+        path = FastPath("cpu", name)
+        for m in (teacher, student):
+            path.prepare(m)
+        with path.autocast():
+            t, s = teacher(x), student(x)
+        losses[name] = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean")
+    assert losses["fp32"] != losses["bf16"]
+    assert torch.allclose(losses["fp32"], losses["bf16"], rtol=0.05)
