@@ -64,7 +64,7 @@ class DFAD(AdversarialGame):
         # at batch 128; the generator's forward dominates, its step comes every 5th).
         # At this budget DFAD stays at chance, 2.3x longer too: its generator starts
         # one-class to the teacher and the game never leaves that (reports/cpu-baseline.md).
-        "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128},
+        "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128, "eval_every": 2},
         "smoke": SMOKE_RUN,
     }
 
@@ -117,7 +117,7 @@ class ZSKT(AdversarialGame):
         # At this budget ZSKT stays at chance, with or without DFQ's generator warm-up:
         # the game alone, without DFQ's priors, gives no samples that transfer to real
         # images (reports/cpu-baseline.md).
-        "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128},
+        "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128, "eval_every": 2},
         "smoke": SMOKE_RUN,
     }
 

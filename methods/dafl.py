@@ -52,7 +52,7 @@ class DAFL(OnlineGeneratorMethod):
         # About 10 minutes for wrn16_2->wrn16_1 (8 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings of each forward/backward scaled
         # to 2 cores: ~1.9 s a step at batch 128 (a generator step before each one).
-        "cpu": {"epochs": 10, "kd_steps": 32, "batch_size": 128},
+        "cpu": {"epochs": 10, "kd_steps": 32, "batch_size": 128, "eval_every": 2},
         "smoke": SMOKE_RUN,
     }
 

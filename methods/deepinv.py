@@ -59,7 +59,7 @@ class DeepInv(Method):
         # Reduced budget for a CPU-scale CIFAR pair on 2 cores: resnet20 -> resnet8 measured
         # 42 s synthesis + 8.6 s distillation + 2.6 s evaluation an epoch on 2 free cores, so
         # 12 epochs is about 10 minutes (20 took 18).
-        "cpu": {"steps": 100, "synth_batch": 128, "batch_size": 128, "kd_steps": 50, "epochs": 12},
+        "cpu": {"steps": 100, "synth_batch": 128, "batch_size": 128, "kd_steps": 50, "epochs": 12, "eval_every": 3},
         "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16},
     }
 

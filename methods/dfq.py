@@ -64,7 +64,7 @@ class DFQ(ZSKT):
         # generator takes its first, fastest-changing steps; its logits shrink towards a
         # constant and it stays at chance (resnet20 -> resnet8: 10.01% without, 38.63 /
         # 38.75% with, seeds 0 / 1; reports/cpu-baseline.md).
-        "cpu": {"epochs": 11, "warmup_epochs": 1, "kd_steps": 70, "batch_size": 128},
+        "cpu": {"epochs": 11, "warmup_epochs": 1, "kd_steps": 70, "batch_size": 128, "eval_every": 2},
         "smoke": SMOKE_RUN,
     }
 

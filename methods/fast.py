@@ -78,7 +78,7 @@ _PAPER = {"synth_batch": 256, "batch_size": 256, "lr": 0.2, "kd_steps": 400, "T"
 # (resnet20 -> resnet8: BN loss 128 at round 0, still 58 at round 14), and a warm-up
 # round costs only the synthesis (a few seconds with 2 inner steps), not 40 KD steps.
 _CPU = {"synth_batch": 128, "batch_size": 128, "lr": 0.2, "kd_steps": 40, "T": 20.0,
-        "warmup_epochs": 10, "epochs": 30, "reset_round": 15}
+        "warmup_epochs": 10, "epochs": 30, "reset_round": 15, "eval_every": 5}
 _STEPS = {2: (0.015, 5e-3), 5: (0.01, 3e-3), 10: (0.01, 2e-3)}  # N: (lr_z, lr_g), paper
 
 
