@@ -45,6 +45,19 @@ def _scales(text: str) -> list[int]:
             from None
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a positive integer, or ``auto`` (``sweep.default_workers``)."""
+    if text == "auto":
+        return sweep.default_workers()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"--workers {text!r}: expected a positive integer or auto")
+    return value
+
+
 def build_specs(args) -> list[plan.RunSpec]:
     return plan.plan_runs(
         args.methods, dataset=args.dataset, pair=args.pair, preset=args.preset, seeds=args.seeds,
@@ -313,8 +326,9 @@ def make_parser() -> argparse.ArgumentParser:
     sw.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                     help="local worker processes (default), Slurm job arrays through submitit, or submitit's "
                          "local executor (the Slurm path on this machine)")
-    sw.add_argument("--workers", type=int, default=1,
-                    help="local worker processes; each gets cores/N CPU threads or one GPU (default 1)")
+    sw.add_argument("--workers", type=_workers, default="auto",
+                    help="local worker processes, or auto (default): one per GPU, else one per CPU core (as "
+                         "memory allows), each with cores/N CPU threads or one GPU")
     sw.add_argument("--status", action="store_true", help="print each cell's state and start nothing")
     sw.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     sw.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the final status")

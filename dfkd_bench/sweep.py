@@ -231,6 +231,28 @@ def _gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
+# Measured (benchmarks/threads.py, issue 16) on 2 cores: 2 runs of one thread and one run of
+# two threads have the same throughput within noise (1.18x, 0.97x, 0.83x in three runs). One
+# thread a run wins the tie: a run's numbers depend on its thread count, and one thread keeps
+# them the same on a machine of any size. See default_workers.
+MIN_WORKER_MEMORY_GB = 3  # a CPU-pair run's peak is about 1.5-3 GB (summary.json peak_memory_mb)
+
+
+def default_workers() -> int:
+    """``--workers auto``: one worker per GPU where there are GPUs; else one per CPU
+    core (each one thread), as many as the machine's memory holds at
+    ``MIN_WORKER_MEMORY_GB`` each."""
+    gpus = _gpus()
+    if gpus:
+        return len(gpus)
+    cores = os.cpu_count() or 1
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return cores
+    return max(1, min(cores, int(memory_gb // MIN_WORKER_MEMORY_GB)))
+
+
 def run_local(specs: list[plan.RunSpec], workers: int, on_result: Callable[[int, str], None] = lambda i, s: None,
               plugins: list[str] = (), lock_retry_s: float = 2.0, lock_wait_s: float = 60.0) -> dict[int, str]:
     """Run ``specs`` on ``workers`` processes, each importing ``plugins`` (the

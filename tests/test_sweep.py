@@ -156,3 +156,21 @@ def test_submitit_local_executor_requeues_a_preempted_cell_and_it_resumes(tmp_pa
     (runs,) = epochs_by_run(tmp_path / "cut").values()
     assert runs[1] and sorted(set(runs[0])) == [0, 1, 2, 3]  # it resumed, every epoch recorded
     assert final_results(tmp_path / "cut") == final_results(tmp_path / "full")
+
+
+def test_workers_auto_is_one_a_core_as_memory_allows_or_one_a_gpu(monkeypatch, capsys):
+    from dfkd_bench import cli
+
+    monkeypatch.setattr(sweep, "_gpus", lambda: [])
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 64 * 2**30 // 4096}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    assert sweep.default_workers() == 8  # 64 GB holds 8 workers of 3 GB
+    pages["SC_PHYS_PAGES"] = 12 * 2**30 // 4096
+    assert sweep.default_workers() == 4  # 12 GB: 4 of them
+    monkeypatch.setattr(sweep, "_gpus", lambda: ["0", "1"])
+    assert sweep.default_workers() == 2
+    assert cli._workers("auto") == 2 and cli._workers("3") == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(UserError, match="expected a positive integer or auto"):
+            cli._workers(bad)
