@@ -12,7 +12,6 @@ of runs (n), so the comparison is wall-clock for the same work.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys

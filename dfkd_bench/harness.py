@@ -407,7 +407,9 @@ def effective_spec(spec: RunSpec, device: torch.device, say=None) -> RunSpec:
     ``auto`` chose fp32, or that an asked-for bf16 is emulated, goes to ``say`` once a
     process."""
     precision, why = resolve_precision(spec.run.precision, device)
-    if why and say is not None and (precision != "bf16" or spec.run.precision == "bf16") and why not in _SAID:
+    # Said: a fallback to fp32, or a bf16 asked for where it is emulated (not auto's bf16).
+    worth_saying = why and (precision == "fp32" or spec.run.precision == "bf16")
+    if worth_saying and say is not None and why not in _SAID:
         _SAID.add(why)
         say(why)
     if precision == spec.run.precision:

@@ -20,6 +20,7 @@ config.json, summary and report record (a run never says "auto").
 """
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ from torch import nn
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_bf16_support() -> tuple[bool, str]:
-    """(whether this CPU runs bf16 natively, which instruction set says so)."""
+    """(whether this CPU runs bf16 natively, which instruction set says so); probed once
+    a process, since every run name resolves the precision."""
     caps = {}
     probe = getattr(getattr(torch._C, "_cpu", None), "_get_cpu_capability", None)
     if probe is not None:

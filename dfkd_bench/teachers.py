@@ -157,7 +157,6 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     emit = progress or (lambda event, info: None)
     fast = FastPath(device.type, resolve_precision(precision, device)[0])
     fast.prepare(model.to(device).train())
-    autocast = fast.autocast
     normalizer = Normalizer(data.mean, data.std, device)
     x_all, y_all = data.train_images.to(device), data.train_labels.to(device)
     evaluator = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer, fast)
@@ -172,8 +171,8 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
         for epoch in range(recipe.epochs):
             started = time.perf_counter()
             loss_sum, correct = _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
-                                                  fast, autocast, lambda i: emit("step", {"epoch": epoch, "step": i,
-                                                                                           "steps": steps}))
+                                                  fast, lambda i: emit("step", {"epoch": epoch, "step": i,
+                                                                                 "steps": steps}))
             info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": 100.0 * correct / n,
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started}
             last = epoch == recipe.epochs - 1
@@ -188,7 +187,7 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     return top1
 
 
-def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe, fast, autocast, step_done):
+def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe, fast, step_done):
     """One pass over the training split in a random order; returns (loss sum, correct),
     summed on the device and read once at the end."""
     n, device = len(y_all), y_all.device
@@ -199,7 +198,7 @@ def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
         idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
         x = fast.images(random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip))
         y = y_all[idx]
-        with autocast():
+        with fast.autocast():
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)

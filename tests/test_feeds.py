@@ -13,7 +13,7 @@ from torch import nn
 from dfkd_bench import harness, store, timing
 from dfkd_bench.events import RunObserver
 from dfkd_bench.inversion import BNStatsHook, bn_hooks, bn_loss
-from tests.helpers import checkpoint, same_tensors, smoke_spec, student_state
+from tests.helpers import checkpoint, smoke_spec, student_state
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v1"
 
