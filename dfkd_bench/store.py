@@ -75,7 +75,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    _atomic_replace(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through a file object, not a file name: torch names the archive
+    inside after the file it is given, and the temporary file's random name would make
+    the same object save to different bytes (and a different sha256) every time."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+    _atomic_replace(path, write)
 
 
 def read_json(path: Path) -> Any:

@@ -142,7 +142,8 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_total: int):
 
 def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, device: torch.device,
                      progress: Progress | None = None, eval_every: int = 0,
-                     precision: str = "auto") -> float:
+                     precision: str = "auto", state_path: Path | None = None,
+                     state_key: dict | None = None) -> float:
     """Train ``model`` on the real training split with crop-and-flip on tensors; returns
     the final test top-1.
 
@@ -153,6 +154,13 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     devices, and ``precision`` (``auto``: bf16 where the device runs it natively) for
     the forward passes; the data stay on the device and losses are summed there, so
     no step waits for the host.
+
+    With ``state_path``, the training state (weights, optimiser, schedule, random
+    generators, the curve so far and the seconds spent) is written there atomically
+    after every epoch, and a state already there is resumed from: a run killed at any
+    point and started again ends with the same weights as one that never stopped. The
+    state must have been made under the same ``state_key`` (architecture, data, recipe,
+    seed, precision); another is refused rather than mixed in.
     """
     emit = progress or (lambda event, info: None)
     fast = FastPath(device.type, resolve_precision(precision, device)[0])
@@ -163,12 +171,16 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     n = len(y_all)
     steps = math.ceil(n / recipe.batch_size)
     opt, sched = make_optimizer(model, recipe, steps * recipe.epochs)
-    emit("start", {"epochs": recipe.epochs, "steps": steps})
-    top1 = None
+    key = {**(state_key or {}), "precision": fast.precision}
+    done, curve = 0, []
+    if state_path is not None and Path(state_path).exists():
+        done, curve = _resume_training_state(Path(state_path), key, model, opt, sched, device)
+    emit("start", {"epochs": recipe.epochs, "steps": steps, "resumed_epochs": done})
+    top1 = curve[-1].get("top1") if curve else None
     benchmark_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = benchmark_before or device.type == "cuda"
     try:
-        for epoch in range(recipe.epochs):
+        for epoch in range(done, recipe.epochs):
             started = time.perf_counter()
             loss_sum, correct = _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
                                                   fast, lambda i: emit("step", {"epoch": epoch, "step": i,
@@ -176,15 +188,64 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
             info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": 100.0 * correct / n,
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started}
             last = epoch == recipe.epochs - 1
+            top1 = None
             if last or (eval_every and (epoch + 1) % eval_every == 0):
+                evaluated = time.perf_counter()
                 top1 = evaluator.top1(model)
-                info["top1"] = top1
+                info.update(top1=top1, eval_seconds=time.perf_counter() - evaluated)
+            curve.append({k: round(v, 4) if isinstance(v, float) else v for k, v in info.items()})
+            if state_path is not None:
+                _save_training_state(Path(state_path), key, epoch + 1, curve, model, opt, sched, device)
             emit("epoch", info)
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
-    if top1 is None:  # zero epochs
+    if top1 is None:  # zero epochs, or resumed after the last one
         top1 = evaluator.top1(model)
     return top1
+
+
+_STATE_FORMAT = 1
+
+
+def _save_training_state(path: Path, key: dict, epochs_done: int, curve: list[dict], model: nn.Module,
+                         opt, sched, device: torch.device) -> None:
+    state = {"format": _STATE_FORMAT, "key": json.dumps(key, sort_keys=True, default=str),
+             "epochs_done": epochs_done, "curve": json.dumps(curve),
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "cpu_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(path, state)
+
+
+def _resume_training_state(path: Path, key: dict, model: nn.Module, opt, sched,
+                           device: torch.device) -> tuple[int, list[dict]]:
+    """Load a state written by ``_save_training_state`` into the fresh model, optimiser
+    and schedule; returns (epochs done, curve). Refuses a state made under another key."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise UserError(f"the training state {path} does not load ({type(exc).__name__}: {exc}); "
+                        f"delete it or pass --restart to start over") from exc
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise UserError(f"the training state {path} is not one this version writes (format "
+                        f"{state.get('format') if isinstance(state, dict) else '?'}, expected {_STATE_FORMAT}); "
+                        f"pass --restart to start over")
+    theirs, ours = json.loads(state["key"]), json.loads(json.dumps(key, sort_keys=True, default=str))
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if differ:
+        k = differ[0]
+        raise UserError(f"the training state {path} was made with other settings ({k}: {theirs.get(k)!r} there, "
+                        f"{ours.get(k)!r} now); run with the same settings to resume it, or pass --restart to "
+                        f"start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["cpu_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["epochs_done"]), json.loads(state["curve"])
 
 
 def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe, fast, step_done):
@@ -361,24 +422,53 @@ def load_teacher(data: DataBundle, arch: str, in_channels: int, root=None) -> nn
     return model
 
 
+def training_state_path(dataset: str, arch: str, root=None) -> Path:
+    """Where ``train_teacher`` keeps the state of a training in progress: beside the
+    teacher it will become, as ``<arch>.partial.pt``."""
+    ckpt, _ = teacher_paths(dataset, arch, root)
+    return ckpt.with_suffix(".partial.pt")
+
+
 def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: TrainRecipe | None = None,
-                  root=None, seed: int = 0, progress: Progress | None = None, eval_every: int = 0
-                  ) -> tuple[nn.Module, dict]:
+                  root=None, seed: int = 0, progress: Progress | None = None, eval_every: int = 0,
+                  resumable: bool = True) -> tuple[nn.Module, dict]:
     """Train ``arch`` on ``data`` with ``recipe`` (default: the data set's) and record it
     in the zoo. Seeded apart from the caller's random stream, so a teacher trained on a
-    run's first use does not shift that run's random numbers."""
+    run's first use does not shift that run's random numbers. With ``resumable`` (the
+    default) the training state is kept after every epoch (``training_state_path``) and
+    a killed training resumes where it stopped, to the same weights; it is removed once
+    the teacher is saved. The metadata records the curve, epoch by epoch."""
     recipe = recipe or TrainRecipe.for_dataset(data.name)
-    started = time.perf_counter()
+    state_path = training_state_path(data.name, arch, root) if resumable else None
+    key = {"dataset": data.name, "arch": arch, "data_fingerprint": data.fingerprint, "seed": seed,
+           "recipe": dataclasses.asdict(recipe), "eval_every": eval_every}
+    curve: list[dict] = []
+
+    def record(event: str, info: dict) -> None:
+        if event == "epoch":
+            curve.append(info)
+        if progress:
+            progress(event, info)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(arch, data.num_classes, data.image_shape[0])
-        top1 = train_supervised(model, data, recipe, device, progress, eval_every)
+        top1 = train_supervised(model, data, recipe, device, record, eval_every, state_path=state_path,
+                                state_key=key)
+    history = _read_curve(state_path) if state_path is not None and state_path.exists() else curve
     model.to(memory_format=torch.contiguous_format)
     extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
-             "train_seconds": round(time.perf_counter() - started, 1),
+             "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
+             "curve": [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in history],
              **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
     return model, teacher_metadata(data.name, arch, root) or {}
+
+
+def _read_curve(state_path: Path) -> list[dict]:
+    return json.loads(torch.load(state_path, map_location="cpu", weights_only=True)["curve"])
 
 
 _ANNOUNCED: set[tuple] = set()  # teachers whose metadata caveats were said once in this process

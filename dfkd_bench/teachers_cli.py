@@ -14,7 +14,7 @@ from .errors import UserError
 from .paths import cache_dir
 from .registry import DATASETS, MODELS
 from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata,
-                       teacher_paths, train_teacher, verify)
+                       teacher_paths, train_teacher, training_state_path, verify)
 
 
 def add_teachers_parser(subparsers) -> None:
@@ -35,6 +35,9 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--eval-every", type=int, default=1, metavar="N",
                     help="measure test top-1 every N epochs (default 1; the last epoch always)")
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
+    tr.add_argument("--restart", action="store_true",
+                    help="discard the state of an interrupted training of this teacher and start over (by default "
+                         "a training killed part-way resumes from its last finished epoch, to the same weights)")
     tr.set_defaults(func=cmd_train)
 
     im = sub.add_parser("import", help="add a checkpoint file (public layout or bare state dict) to the zoo")
@@ -144,14 +147,20 @@ def cmd_train(args) -> int:
     recipe = TrainRecipe.for_dataset(data.name)
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    state = training_state_path(data.name, args.arch, args.cache_dir)
+    if args.restart:
+        state.unlink(missing_ok=True)
     console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
-                  f"{len(data.train_labels):,} images) on {device}: {recipe.summary()}")
+                  f"{len(data.train_labels):,} images) on {device}: {recipe.summary()}; state kept in {state}")
     with progress_bar() as bar:
         epochs = bar.add_task("epochs", total=recipe.epochs, info="")
         steps = bar.add_task("  steps", total=1, info="")
 
         def progress(event: str, info: dict) -> None:
             if event == "start":
+                if info["resumed_epochs"]:
+                    bar.console.print(f"resuming from {state}: {info['resumed_epochs']}/{recipe.epochs} epochs done")
+                    bar.update(epochs, completed=info["resumed_epochs"])
                 bar.update(steps, total=info["steps"], completed=0)
             elif event == "step":
                 bar.update(steps, completed=info["step"])

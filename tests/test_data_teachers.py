@@ -21,7 +21,7 @@ from dfkd_bench.models import build_model
 from dfkd_bench.pairs import DEFAULT_PAIR, resolve_pair
 from dfkd_bench.registry import PAIRS
 from dfkd_bench.teachers import (TrainRecipe, import_teacher, load_teacher, teacher_metadata, teacher_paths,
-                                 train_supervised, verify)
+                                 train_supervised, train_teacher, training_state_path, verify)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHARED_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg"
@@ -352,9 +352,54 @@ def test_train_supervised_fast_path_reports_progress(tiny_data):
     top1 = train_supervised(model, tiny_data, recipe, torch.device("cpu"), lambda e, i: events.append((e, i)),
                             precision="bf16")
     assert 0 <= top1 <= 100
-    assert events[0] == ("start", {"epochs": 1, "steps": 4})
+    assert events[0] == ("start", {"epochs": 1, "steps": 4, "resumed_epochs": 0})
     assert [e for e, _ in events].count("step") == 4
     assert events[-1][0] == "epoch" and events[-1][1]["top1"] == top1 and "train_top1" in events[-1][1]
+
+
+class Killed(Exception):
+    """Stands for the SIGKILL of a preempted job: raised from the progress callback."""
+
+
+def _kill_after(epochs: int):
+    def progress(event, info):
+        if event == "epoch" and info["epoch"] + 1 == epochs:
+            raise Killed
+    return progress
+
+
+def test_teacher_training_killed_and_resumed_ends_with_the_same_weights(tmp_path, tiny_data):
+    recipe = TrainRecipe(epochs=3, batch_size=16, lr=0.05)
+    cpu = torch.device("cpu")
+    whole, whole_meta = train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "a", eval_every=1)
+    state = training_state_path("tiny", "cnn_s", tmp_path / "b")
+    with pytest.raises(Killed):
+        train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "b", eval_every=1, progress=_kill_after(2))
+    assert state.exists() and not teacher_paths("tiny", "cnn_s", tmp_path / "b")[0].exists()
+    events = []
+    resumed, meta = train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "b", eval_every=1,
+                                  progress=lambda e, i: events.append((e, i)))
+    assert events[0][1]["resumed_epochs"] == 2 and [e for e, _ in events].count("epoch") == 1
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert meta["top1"] == whole_meta["top1"] and meta["sha256"] == whole_meta["sha256"]
+    assert [e["epoch"] for e in meta["curve"]] == [0, 1, 2]
+    assert [e["top1"] for e in meta["curve"]] == [e["top1"] for e in whole_meta["curve"]]
+    assert not state.exists()
+
+
+def test_a_training_state_from_other_settings_is_refused_and_kept(tmp_path, tiny_data):
+    cpu = torch.device("cpu")
+    with pytest.raises(Killed):
+        train_teacher(tiny_data, "cnn_s", cpu, TrainRecipe(epochs=3, batch_size=16, lr=0.05), root=tmp_path,
+                      progress=_kill_after(1))
+    state = training_state_path("tiny", "cnn_s", tmp_path)
+    before = state.read_bytes()
+    with pytest.raises(UserError, match=r"was made with other settings \(recipe: .*'lr': 0.05.*pass --restart"):
+        train_teacher(tiny_data, "cnn_s", cpu, TrainRecipe(epochs=3, batch_size=16, lr=0.1), root=tmp_path)
+    with pytest.raises(UserError, match=r"other settings \(seed: 0 there, 1 now\)"):
+        train_teacher(tiny_data, "cnn_s", cpu, TrainRecipe(epochs=3, batch_size=16, lr=0.05), root=tmp_path, seed=1)
+    assert state.read_bytes() == before
 
 
 def test_recipe_for_cifar_is_the_standard_one():
@@ -396,6 +441,30 @@ def test_teachers_cli_trains_a_tiny_teacher(cache, capsys):
     assert "epoch 2/2: loss" in out and "saved cnn_s teacher for tiny" in out
     meta = teacher_metadata("tiny", "cnn_s")
     assert meta["recipe"]["epochs"] == 2 and meta["device"] == "cpu" and meta["seed"] == 0
+    assert len(meta["curve"]) == 2 and "top1" in meta["curve"][1]
+
+
+def test_teachers_cli_resumes_an_interrupted_training_or_restarts_it(cache, capsys):
+    import tests.plugins.tiny  # noqa: F401 - registers the data set
+    from dfkd_bench.data import load_dataset
+
+    tiny = load_dataset("tiny")
+    with pytest.raises(Killed):  # the same training the CLI would run, killed after its first epoch
+        train_teacher(tiny, "cnn_s", torch.device("cpu"), TrainRecipe(epochs=2),
+                      eval_every=1, progress=_kill_after(1))
+    args = [*PLUGIN, "teachers", "train", "--dataset", "tiny", "--arch", "cnn_s", "--epochs", "2", "--device", "cpu"]
+    code, out, err = run_cli(capsys, *args, "--seed", "3")
+    assert code == 2 and "other settings (seed: 0 there, 3 now)" in err and "--restart" in err
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "resuming from" in out and "1/2 epochs done" in out and "epoch 2/2" in out and "epoch 1/2" not in out
+    assert len(teacher_metadata("tiny", "cnn_s")["curve"]) == 2
+    with pytest.raises(Killed):
+        train_teacher(tiny, "cnn_s", torch.device("cpu"), TrainRecipe(epochs=2),
+                      seed=3, eval_every=1, progress=_kill_after(1))
+    code, out, err = run_cli(capsys, *args, "--force", "--restart")
+    assert code == 0, err
+    assert "resuming" not in out and "epoch 1/2" in out and not training_state_path("tiny", "cnn_s").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
