@@ -165,9 +165,16 @@ def cmd_report(args) -> int:
     if not results.is_dir():
         raise UserError(f"results directory {results} does not exist; run `dfkd-bench run` first or pass --results")
     out = Path(args.out)
+    preamble = None
+    if args.preamble is not None:
+        try:
+            preamble = Path(args.preamble).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"--preamble {args.preamble} cannot be read ({getattr(exc, 'strerror', None) or exc}); "
+                            "give a markdown file") from None
     try:
         rep = report.write_report(results, out, pairs=args.pair, datasets=args.dataset, methods=args.methods,
-                                  baseline=args.baseline)
+                                  baseline=args.baseline, preamble=preamble)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
     rows, problems, files = rep.rows, rep.problems, rep.files
@@ -305,6 +312,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="only these methods: names, labels (fast-fast2-cpu) or presets, comma-separated")
     rep.add_argument("--baseline", default=None, metavar="METHOD",
                      help="add a speed-up table against this method label (e.g. fast-fast2-cpu)")
+    rep.add_argument("--preamble", default=None, metavar="FILE",
+                     help="a markdown file put at the top of index.md (a study's command, findings); the "
+                          "generated report follows it under its own heading")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
                         description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "

@@ -186,7 +186,8 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
                                                   fast, lambda i: emit("step", {"epoch": epoch, "step": i,
                                                                                  "steps": steps}))
             info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": 100.0 * correct / n,
-                    "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started}
+                    "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started,
+                    "threads": torch.get_num_threads()}
             last = epoch == recipe.epochs - 1
             top1 = None
             if last or (eval_every and (epoch + 1) % eval_every == 0):
@@ -431,14 +432,16 @@ def training_state_path(dataset: str, arch: str, root=None) -> Path:
 
 def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: TrainRecipe | None = None,
                   root=None, seed: int = 0, progress: Progress | None = None, eval_every: int = 0,
-                  resumable: bool = True) -> tuple[nn.Module, dict]:
+                  resumable: bool = True, precision: str = "auto") -> tuple[nn.Module, dict]:
     """Train ``arch`` on ``data`` with ``recipe`` (default: the data set's) and record it
     in the zoo. Seeded apart from the caller's random stream, so a teacher trained on a
     run's first use does not shift that run's random numbers. With ``resumable`` (the
     default) the training state is kept after every epoch (``training_state_path``) and
     a killed training resumes where it stopped, to the same weights; it is removed once
-    the teacher is saved. The metadata records the curve, epoch by epoch."""
+    the teacher is saved. The metadata records the curve, epoch by epoch, the precision
+    (``precision``, resolved as a run's) and the thread count."""
     recipe = recipe or TrainRecipe.for_dataset(data.name)
+    precision = resolve_precision(precision, device)[0]
     state_path = training_state_path(data.name, arch, root) if resumable else None
     key = {"dataset": data.name, "arch": arch, "data_fingerprint": data.fingerprint, "seed": seed,
            "recipe": dataclasses.asdict(recipe), "eval_every": eval_every}
@@ -453,11 +456,12 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(arch, data.num_classes, data.image_shape[0])
-        top1 = train_supervised(model, data, recipe, device, record, eval_every, state_path=state_path,
+        top1 = train_supervised(model, data, recipe, device, record, eval_every, precision, state_path=state_path,
                                 state_key=key)
     history = _read_curve(state_path) if state_path is not None and state_path.exists() else curve
     model.to(memory_format=torch.contiguous_format)
     extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
+             "precision": precision, "threads": torch.get_num_threads(),
              "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
              "curve": [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in history],
              **_normalization_record("dataset", data.mean, data.std)}

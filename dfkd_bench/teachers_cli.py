@@ -12,6 +12,7 @@ from .console import DataProgress, console, progress_bar
 from .data import format_normalization, load_dataset, parse_normalization
 from .errors import UserError
 from .paths import cache_dir
+from .precision import resolve as resolve_precision
 from .registry import DATASETS, MODELS
 from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata,
                        teacher_paths, train_teacher, training_state_path, verify)
@@ -34,6 +35,9 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, metavar="N",
                     help="measure test top-1 every N epochs (default 1; the last epoch always)")
+    tr.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="the forward passes' precision, as run.precision (default auto: bf16 where the device "
+                         "runs it natively, else fp32); recorded in the teacher's metadata")
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
     tr.add_argument("--restart", action="store_true",
                     help="discard the state of an interrupted training of this teacher and start over (by default "
@@ -151,7 +155,8 @@ def cmd_train(args) -> int:
     if args.restart:
         state.unlink(missing_ok=True)
     console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
-                  f"{len(data.train_labels):,} images) on {device}: {recipe.summary()}; state kept in {state}")
+                  f"{len(data.train_labels):,} images) on {device} in {resolve_precision(args.precision, device)[0]}: "
+                  f"{recipe.summary()}; state kept in {state}")
     with progress_bar() as bar:
         epochs = bar.add_task("epochs", total=recipe.epochs, info="")
         steps = bar.add_task("  steps", total=1, info="")
@@ -172,7 +177,7 @@ def cmd_train(args) -> int:
                 bar.update(epochs, completed=info["epoch"] + 1, info=test.lstrip(", "))
 
         _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
-                                args.eval_every)
+                                args.eval_every, precision=args.precision)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
     console.print(f"saved {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
                   f"in {meta['train_seconds']:.0f} s -> {ckpt}")

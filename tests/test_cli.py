@@ -2,11 +2,13 @@
 run/report through the CLI on the tiny plugin data set."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 from dfkd_bench.cli import main
+from tests.conftest import ROOT
 
 PLUGIN = ["--plugin", "tests.plugins.tiny"]
 
@@ -33,6 +35,7 @@ def run_cli(capsys, *argv):
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["--plugin", "no.such.module", "list"], "cannot import plugin module 'no.such.module'"),
     (["report", "--results", "/nonexistent/results"], "results directory /nonexistent/results does not exist"),
+    (["report", "--results", ".", "--preamble", "/nonexistent.md"], "--preamble /nonexistent.md cannot be read"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -82,6 +85,24 @@ def test_run_then_report(capsys, tmp_path, tiny_zoo):
     csv = (tmp_path / "rep" / "comparison.csv").read_text().splitlines()
     assert csv[0].startswith("dataset,pair,label,data_scale,seeds,top1_mean,top1_std")
     assert len(csv) == 1 + 3  # teacher, kd, scratch
+
+    # The records a committed study keeps (benchmarks/export_runs.py) make the same report
+    # with no checkpoint, pool or lock beside them; a preamble goes on top of its index.
+    spec = importlib.util.spec_from_file_location("export_runs", ROOT / "benchmarks" / "export_runs.py")
+    export_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export_runs)
+    assert export_runs.main([str(tmp_path / "r"), str(tmp_path / "kept")]) == 0
+    kept = {p.name for p in (tmp_path / "kept").rglob("*") if p.is_file()}
+    assert kept == {"summary.json", "config.json", "environment.json", "metrics.jsonl"}
+    assert len(list((tmp_path / "kept").iterdir())) == 4
+    (tmp_path / "pre.md").write_text("# A study\n\nThe command: `sh study.sh`.\n")
+    code, _, _ = run_cli(capsys, "report", "--results", str(tmp_path / "kept"), "--out", str(tmp_path / "rep2"),
+                         "--preamble", str(tmp_path / "pre.md"))
+    assert code == 0
+    assert (tmp_path / "rep2" / "comparison.csv").read_text() == (tmp_path / "rep" / "comparison.csv").read_text()
+    index = (tmp_path / "rep2" / "index.md").read_text()
+    assert index.startswith("# A study\n\nThe command: `sh study.sh`.\n\n# The generated report\n")
+    assert index.count("\n# ") == 1
 
 
 def test_diverging_method_fails_and_others_still_run(capsys, tmp_path, tiny_zoo):
