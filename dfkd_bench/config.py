@@ -43,6 +43,9 @@ class RunConfig:
     # fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (a GPU with
     # bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32; see dfkd_bench.precision.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Where bf16 applies when the precision is bf16: every phase, only distillation (and
+    # evaluation; synthesis in fp32), or only synthesis (and the augmentation filter).
+    bf16_phases: Literal["all", "distillation", "synthesis"] = "all"
     # Models and image batches channels_last, on the CPU and CUDA alike (faster on both;
     # False gives the NCHW arithmetic of runs made before issue 16).
     channels_last: bool = True

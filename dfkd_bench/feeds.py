@@ -70,7 +70,7 @@ class Feed:
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         """One ``method.synthesize`` call, timed as synthesis, student in eval mode."""
         env = self.env
-        with env.clock.phase("synthesis"), env.autocast():
+        with env.clock.phase("synthesis"), env.autocast("synthesis"):
             env.ctx.student.eval()
             return checked_synthesis(env.method, env.method.synthesize(epoch))
 
@@ -204,7 +204,7 @@ class AugmentedPoolFeed(PoolFeed):
             sources = aug.to_uint8(env.ctx.normalizer.denormalize(batch.images))
             outputs, logs = self.augmented(sources, batch.labels)
             images = env.ctx.normalizer.from_uint8(outputs.to(batch.images.device))
-            with env.autocast():
+            with env.autocast("synthesis"):
                 keep, filter_logs = env.method.filter_augmentations(batch.images, images, a.k)
             labels = None if batch.labels is None else batch.labels.repeat_interleave(a.k)[keep]
             self.pool.add(images[keep], labels)
@@ -255,7 +255,7 @@ class OnlineFeed(Feed):
         with env.clock.phase("synthesis"):
             env.ctx.student.eval()
             for _ in range(steps):
-                with env.autocast():
+                with env.autocast("synthesis"):
                     add_logs(sums, env.method.warmup_step(epoch), "synth_")
         return {k: v / steps for k, v in sums.items()}
 

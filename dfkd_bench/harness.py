@@ -99,7 +99,7 @@ class StudentTrainer:
     def step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         self.student.train()
         self.extra.train()
-        with self.autocast():
+        with self.autocast("distillation"):
             losses = self.method.distill_loss(batch)
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -222,7 +222,8 @@ class Session:
                                                           spec.train_missing_teacher, observer.message)
         seed_everything(spec.seed)
         student = build_model(resolved["student"], self.data.num_classes, self.data.image_shape[0])
-        self.fast_path = FastPath(device.type, resolve_precision(cfg.precision, device)[0], cfg.channels_last)
+        self.fast_path = FastPath(device.type, resolve_precision(cfg.precision, device)[0], cfg.channels_last,
+                                  cfg.bf16_phases)
         self.fast_path.prepare(self.teacher.to(device).eval().requires_grad_(False))
         self.fast_path.prepare(student.to(device))
         data = self.data

@@ -80,14 +80,19 @@ class FastPath:
     device_type: str = "cpu"
     precision: str = "fp32"  # fp32 | bf16 (resolved)
     channels_last: bool = True
+    bf16_phases: str = "all"  # all | distillation | synthesis: where bf16 applies (run.bf16_phases)
 
     @property
     def bf16(self) -> bool:
         return self.precision == "bf16"
 
-    def autocast(self):
-        """The context every forward of the run's training runs in."""
-        return torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+    def autocast(self, phase: str = "distillation"):
+        """The context the forwards of ``phase`` run in: ``synthesis`` (a method's
+        samples, its warm-up steps and the augmentation filter) or ``distillation``
+        (student steps and evaluation)."""
+        if self.bf16 and self.bf16_phases in ("all", phase):
+            return torch.autocast(self.device_type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def prepare(self, module: nn.Module) -> nn.Module:
         """``module`` in the run's layout, its outputs in fp32 under bf16; in place."""

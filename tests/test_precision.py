@@ -3,6 +3,7 @@ models, fp32 losses under bf16, and the evaluator (issue 16)."""
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from dfkd_bench import harness, precision, store
 from dfkd_bench.data import Normalizer
 from dfkd_bench.errors import UserError
-from dfkd_bench.inversion import BNStatsHook
+from dfkd_bench.inversion import BNStatsHook, channel_stats
 from dfkd_bench.models import build_model
 from dfkd_bench.precision import FastPath, fp32_outputs
 from dfkd_bench.teachers import Evaluator
@@ -86,6 +87,30 @@ def test_methods_run_under_bf16_with_finite_fp32_losses(method, tiny_zoo, tmp_pa
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
 
 
+@pytest.mark.parametrize("phases, expected", [("all", {"synthesis": True, "distillation": True}),
+                                              ("distillation", {"synthesis": False, "distillation": True}),
+                                              ("synthesis", {"synthesis": True, "distillation": False})])
+def test_bf16_phases_choose_where_autocast_applies(phases, expected, tiny_zoo, tmp_path, monkeypatch):
+    from dfkd_bench.methods.fast import Fast
+
+    seen = {"synthesis": set(), "distillation": set()}
+
+    def spy(phase, original):
+        def wrapped(self, *args):
+            seen[phase].add(torch.is_autocast_enabled("cpu"))
+            return original(self, *args)
+        return wrapped
+
+    monkeypatch.setattr(Fast, "synthesize", spy("synthesis", Fast.synthesize))
+    monkeypatch.setattr(Fast, "distill_loss", spy("distillation", Fast.distill_loss))
+    summary = harness.run(smoke_spec("fast", tmp_path / "r", precision="bf16", bf16_phases=phases))
+    assert summary.status == "completed", summary.reason
+    assert seen == {k: {v} for k, v in expected.items()}
+    config = json.loads((tmp_path / "r" / summary.name / store.CONFIG).read_text())
+    assert config["run"]["bf16_phases"] == phases
+    assert isinstance(FastPath("cpu", "fp32", bf16_phases="synthesis").autocast("synthesis"), nullcontext)
+
+
 def test_retired_flags_name_their_successor(tmp_path):
     with pytest.raises(UserError, match="amp_bf16.*replaced by precision=bf16"):
         smoke_spec("kd", tmp_path, amp_bf16="true")
@@ -115,10 +140,29 @@ def test_bn_statistics_loss_is_computed_in_fp32_under_bf16():
     hook = BNStatsHook(bn)
     x = torch.randn(8, 3, 4, 4).bfloat16()
     hook._hook(bn, (x,), None)
-    var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), unbiased=False)
+    mean, var = channel_stats(x)
     expected = torch.norm(bn.running_mean - mean, 2) + torch.norm(bn.running_var - var, 2)
     assert hook.loss.dtype == torch.float32 and torch.equal(hook.loss, expected)
     hook.remove()
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channel_stats_are_var_mean_and_differentiate_alike(memory_format, dtype):
+    torch.manual_seed(0)
+    base = (torch.randn(16, 5, 6, 7) * 3 + 2).to(dtype)
+    x = base.clone(memory_format=memory_format).requires_grad_()
+    y = base.clone().requires_grad_()
+    mean, var = channel_stats(x)
+    ref_var, ref_mean = torch.var_mean(y.float(), dim=(0, 2, 3), unbiased=False)
+    assert mean.dtype == var.dtype == torch.float32 and mean.shape == var.shape == (5,)
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var, ref_var, rtol=1e-6, atol=1e-6)
+    w = torch.randn(5)
+    ((mean * w).sum() + (var * w).square().sum()).backward()
+    ((ref_mean * w).sum() + (ref_var * w).square().sum()).backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16 gradients round to 8 bits of mantissa
+    torch.testing.assert_close(x.grad.float(), y.grad.float(), rtol=tol, atol=tol)
 
 
 def test_evaluator_matches_a_plain_loop_and_restores_the_mode():
