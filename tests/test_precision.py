@@ -111,6 +111,22 @@ def test_bf16_phases_choose_where_autocast_applies(phases, expected, tiny_zoo, t
     assert isinstance(FastPath("cpu", "fp32", bf16_phases="synthesis").autocast("synthesis"), nullcontext)
 
 
+def test_generators_run_in_fp32_inside_a_bf16_autocast():
+    """bf16 made Fast's meta-generator diverge (see models.generator); teacher and
+    student still run in bf16 around it."""
+    from dfkd_bench.models.generator import Generator
+
+    gen = FastPath("cpu", "bf16").prepare(Generator(nz=8, ngf=4, img_size=8, nc=1))
+    conv = torch.nn.Conv2d(1, 2, 3)
+    dtypes = []
+    gen.conv_blocks1[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    with FastPath("cpu", "bf16").autocast():
+        x = gen(torch.randn(4, 8))
+        inside = conv(x)
+    assert dtypes == [torch.float32] and x.dtype == torch.float32
+    assert inside.dtype == torch.bfloat16  # autocast is back on for the models after it
+
+
 def test_retired_flags_name_their_successor(tmp_path):
     with pytest.raises(UserError, match="amp_bf16.*replaced by precision=bf16"):
         smoke_spec("kd", tmp_path, amp_bf16="true")
