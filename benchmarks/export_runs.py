@@ -20,17 +20,17 @@ import json
 import sys
 from pathlib import Path
 
-from dfkd_bench import store
+from dfkd_bench import diagnostics, store
 
-RECORDS = ("summary.json", "config.json", "environment.json", "metrics.jsonl", "diagnostics.json",
-           "diagnostics.npz")
+RECORDS = (store.SUMMARY, store.CONFIG, store.ENVIRONMENT, store.METRICS, diagnostics.DIAGNOSTICS_SUMMARY,
+           diagnostics.DIAGNOSTICS)
 
 
 def export(source: Path, dest: Path, completed_only: bool = True) -> list[str]:
     """Copy each run directory's records from ``source`` to ``dest``; returns the names
     of the runs copied."""
     copied = []
-    for summary in sorted(source.glob("*/summary.json")):
+    for summary in sorted(source.glob(f"*/{store.SUMMARY}")):
         run = summary.parent
         status = json.loads(summary.read_text()).get("status")
         if completed_only and status != "completed":

@@ -194,7 +194,7 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
                 evaluated = time.perf_counter()
                 top1 = evaluator.top1(model)
                 info.update(top1=top1, eval_seconds=time.perf_counter() - evaluated)
-            curve.append({k: round(v, 4) if isinstance(v, float) else v for k, v in info.items()})
+            curve.append(_rounded(info))
             if state_path is not None:
                 _save_training_state(Path(state_path), key, epoch + 1, curve, model, opt, sched, device)
             emit("epoch", info)
@@ -206,6 +206,11 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
 
 
 _STATE_FORMAT = 1
+
+
+def _rounded(info: dict) -> dict:
+    """An epoch's record as the curve keeps it: floats to 4 decimals."""
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in info.items()}
 
 
 def _save_training_state(path: Path, key: dict, epochs_done: int, curve: list[dict], model: nn.Module,
@@ -463,7 +468,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
              "precision": precision, "threads": torch.get_num_threads(),
              "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
-             "curve": [{k: round(v, 4) if isinstance(v, float) else v for k, v in e.items()} for e in history],
+             "curve": [_rounded(e) for e in history],
              **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
     if state_path is not None:

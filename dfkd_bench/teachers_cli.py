@@ -12,6 +12,7 @@ from .console import DataProgress, console, progress_bar
 from .data import format_normalization, load_dataset, parse_normalization
 from .errors import UserError
 from .paths import cache_dir
+from .precision import PRECISIONS
 from .precision import resolve as resolve_precision
 from .registry import DATASETS, MODELS
 from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata,
@@ -35,7 +36,7 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, metavar="N",
                     help="measure test top-1 every N epochs (default 1; the last epoch always)")
-    tr.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    tr.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="the forward passes' precision, as run.precision (default auto: bf16 where the device "
                          "runs it natively, else fp32); recorded in the teacher's metadata")
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
