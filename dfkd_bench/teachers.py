@@ -437,9 +437,14 @@ def training_state_path(dataset: str, arch: str, root=None) -> Path:
 
 def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: TrainRecipe | None = None,
                   root=None, seed: int = 0, progress: Progress | None = None, eval_every: int = 0,
-                  resumable: bool = True, precision: str = "auto") -> tuple[nn.Module, dict]:
+                  resumable: bool = True, precision: str = "auto",
+                  init_from: Path | None = None) -> tuple[nn.Module, dict]:
     """Train ``arch`` on ``data`` with ``recipe`` (default: the data set's) and record it
-    in the zoo. Seeded apart from the caller's random stream, so a teacher trained on a
+    in the zoo. With ``init_from`` (a checkpoint of the same architecture, read
+    weights-only) training starts from those weights instead of a fresh initialisation
+    and runs the recipe's whole schedule again: a warm restart (SGDR, Loshchilov and
+    Hutter 2017), recorded in the metadata with the source's sha256, top-1 and, where its
+    metadata lies beside it, its recipe, curve and seconds. Seeded apart from the caller's random stream, so a teacher trained on a
     run's first use does not shift that run's random numbers. With ``resumable`` (the
     default) the training state is kept after every epoch (``training_state_path``) and
     a killed training resumes where it stopped, to the same weights; it is removed once
@@ -450,6 +455,9 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     state_path = training_state_path(data.name, arch, root) if resumable else None
     key = {"dataset": data.name, "arch": arch, "data_fingerprint": data.fingerprint, "seed": seed,
            "recipe": dataclasses.asdict(recipe), "eval_every": eval_every}
+    init = _init_record(Path(init_from)) if init_from is not None else None
+    if init is not None:
+        key["init_from"] = init["sha256"]
     curve: list[dict] = []
 
     def record(event: str, info: dict) -> None:
@@ -461,6 +469,8 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(arch, data.num_classes, data.image_shape[0])
+        if init is not None:
+            load_weights(model, load_state_dict_file(Path(init_from)), arch, Path(init_from), data.name)
         top1 = train_supervised(model, data, recipe, device, record, eval_every, precision, state_path=state_path,
                                 state_key=key)
     history = _read_curve(state_path) if state_path is not None and state_path.exists() else curve
@@ -469,11 +479,32 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
              "precision": precision, "threads": torch.get_num_threads(),
              "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
              "curve": [_rounded(e) for e in history],
+             **({"init_from": init} if init is not None else {}),
              **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
     if state_path is not None:
         state_path.unlink(missing_ok=True)
     return model, teacher_metadata(data.name, arch, root) or {}
+
+
+def _init_record(path: Path) -> dict:
+    """What a warm-started teacher records of the weights it started from: the file's
+    sha256 and, from the metadata beside it (``<name>.json``) where there is one, its
+    top-1, recipe, precision, seconds and curve."""
+    if not path.is_file():
+        raise UserError(f"--init-from {path}: no such checkpoint file")
+    record: dict = {"path": str(path), "sha256": sha256_file(path)}
+    meta_path = path.with_suffix(".json")
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"--init-from {path}: its metadata {meta_path} does not read ({exc})") from None
+        if meta.get("sha256") not in (None, record["sha256"]):
+            raise UserError(f"--init-from {path} does not match the sha256 in {meta_path}; pass the file it describes")
+        record.update({k: meta[k] for k in ("top1", "recipe", "precision", "train_seconds", "curve", "init_from")
+                       if k in meta})
+    return record
 
 
 def _read_curve(state_path: Path) -> list[dict]:

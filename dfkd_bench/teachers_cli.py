@@ -39,6 +39,9 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="the forward passes' precision, as run.precision (default auto: bf16 where the device "
                          "runs it natively, else fp32); recorded in the teacher's metadata")
+    tr.add_argument("--init-from", default=None, metavar="PATH",
+                    help="start from this checkpoint's weights (same architecture; read weights-only) and run the "
+                         "recipe's schedule again, a warm restart; its sha256 and metadata go into the teacher's")
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
     tr.add_argument("--restart", action="store_true",
                     help="discard the state of an interrupted training of this teacher and start over (by default "
@@ -146,6 +149,9 @@ def cmd_train(args) -> int:
         raise UserError(f"--epochs {args.epochs}: expected a positive integer")
     if args.eval_every < 0:
         raise UserError(f"--eval-every {args.eval_every}: expected 0 (last epoch only) or a positive integer")
+    init_from = Path(args.init_from).expanduser() if args.init_from else None
+    if init_from is not None and not init_from.is_file():
+        raise UserError(f"--init-from {init_from}: no such checkpoint file")
     device = _device(args)
     data = _load_data(args)
     _refuse_existing(data.name, args, "train")
@@ -157,7 +163,8 @@ def cmd_train(args) -> int:
         state.unlink(missing_ok=True)
     console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
                   f"{len(data.train_labels):,} images) on {device} in {resolve_precision(args.precision, device)[0]}: "
-                  f"{recipe.summary()}; state kept in {state}")
+                  f"{recipe.summary()}{f'; from the weights of {init_from}' if init_from else ''}; "
+                  f"state kept in {state}")
     with progress_bar() as bar:
         epochs = bar.add_task("epochs", total=recipe.epochs, info="")
         steps = bar.add_task("  steps", total=1, info="")
@@ -178,7 +185,7 @@ def cmd_train(args) -> int:
                 bar.update(epochs, completed=info["epoch"] + 1, info=test.lstrip(", "))
 
         _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
-                                args.eval_every, precision=args.precision)
+                                args.eval_every, precision=args.precision, init_from=init_from)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
     console.print(f"saved {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
                   f"in {meta['train_seconds']:.0f} s -> {ckpt}")

@@ -20,8 +20,8 @@ from dfkd_bench.errors import UserError
 from dfkd_bench.models import build_model
 from dfkd_bench.pairs import DEFAULT_PAIR, resolve_pair
 from dfkd_bench.registry import PAIRS
-from dfkd_bench.teachers import (TrainRecipe, import_teacher, load_teacher, teacher_metadata, teacher_paths,
-                                 train_supervised, train_teacher, training_state_path, verify)
+from dfkd_bench.teachers import (TrainRecipe, import_teacher, load_teacher, sha256_file, teacher_metadata,
+                                 teacher_paths, train_supervised, train_teacher, training_state_path, verify)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHARED_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg"
@@ -402,6 +402,30 @@ def test_a_training_state_from_other_settings_is_refused_and_kept(tmp_path, tiny
     assert state.read_bytes() == before
 
 
+def test_a_warm_restart_starts_from_the_given_weights_and_records_them(tmp_path, tiny_data):
+    cpu = torch.device("cpu")
+    recipe = TrainRecipe(epochs=2, batch_size=16, lr=0.05)
+    first, first_meta = train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "a", eval_every=1)
+    source, _ = teacher_paths("tiny", "cnn_s", tmp_path / "a")
+    again = TrainRecipe(epochs=1, batch_size=16, lr=0.05)
+    warm, meta = train_teacher(tiny_data, "cnn_s", cpu, again, root=tmp_path / "b", eval_every=1, init_from=source)
+    with torch.random.fork_rng(devices=[]):  # what the warm restart must be: the same steps from those weights
+        torch.manual_seed(0)
+        expected = build_model("cnn_s", tiny_data.num_classes, tiny_data.image_shape[0])
+        expected.load_state_dict(first.state_dict())
+        train_supervised(expected, tiny_data, again, cpu)
+    for (name, a), b in zip(expected.state_dict().items(), warm.state_dict().values()):
+        assert torch.equal(a, b), name
+    init = meta["init_from"]
+    assert init["sha256"] == first_meta["sha256"] == sha256_file(source) and init["top1"] == first_meta["top1"]
+    assert len(init["curve"]) == 2 and init["recipe"]["epochs"] == 2 and len(meta["curve"]) == 1
+    # a state left by a fresh training is not resumed into a warm restart, nor the other way round
+    with pytest.raises(Killed):
+        train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "c", progress=_kill_after(1))
+    with pytest.raises(UserError, match=r"other settings \(init_from: None there, '[0-9a-f]{64}' now\)"):
+        train_teacher(tiny_data, "cnn_s", cpu, recipe, root=tmp_path / "c", init_from=source)
+
+
 def test_recipe_for_cifar_is_the_standard_one():
     recipe = TrainRecipe.for_dataset("cifar10")
     assert (recipe.epochs, recipe.lr, recipe.weight_decay, recipe.nesterov, recipe.label_smoothing) == \
@@ -478,6 +502,8 @@ def test_teachers_cli_resumes_an_interrupted_training_or_restarts_it(cache, caps
     (["teachers", "train", "--dataset", "cifar10", "--arch", "resnet20", "--data-root", "/nonexistent"],
      "pass --download to fetch it"),
     (["teachers", "import", "/nonexistent.pt", "--dataset", "tiny", "--arch", "cnn_s"], "does not exist"),
+    (["teachers", "train", "--dataset", "tiny", "--arch", "cnn_s", "--init-from", "/nonexistent.pt"],
+     "--init-from /nonexistent.pt: no such checkpoint file"),
     (["teachers", "verify", "--dataset", "tiny", "--arch", "cnn_s"], "no cnn_s teacher for tiny in the zoo"),
 ])
 def test_teachers_cli_user_errors_exit_2(cache, capsys, argv, message):
