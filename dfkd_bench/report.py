@@ -101,7 +101,7 @@ def experiments(done: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     numeric = [c for c in done.columns if c.startswith("seconds_") or c.endswith(COST_SUFFIXES)]
     agg = done.groupby(GROUP, dropna=False).agg(
-        method=("method", "first"), teacher=("teacher", "first"), teacher_top1=("teacher_top1", "first"),
+        method=("method", "first"), preset=("preset", "first"), teacher=("teacher", "first"), teacher_top1=("teacher_top1", "first"),
         seeds=("seed", "size"), top1_mean=("final_top1", "mean"), top1_std=("final_top1", "std"),
         best_top1_mean=("best_top1", "mean"), train_seconds=("train_seconds", "mean"),
         train_seconds_std=("train_seconds", "std"), total_seconds=("total_seconds", "mean"),
@@ -244,6 +244,10 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
         runs = done[done["dataset"] == dataset]
         env = tables.environment_note(environments(runs["path"]))
         made = {"table": tables.paper_table(exp, teachers_of(runs), dataset), "costs": tables.cost_table(exp, dataset)}
+        pairs = sorted(exp["pair"].unique())
+        for pair in pairs:
+            kind = "ranking" if len(pairs) == 1 else f"ranking__{safe(pair)}"
+            made[kind] = tables.ranking_table(exp[exp["pair"] == pair], dataset, preset_samples_per_epoch)
         index.append(f"## {dataset}\n")
         if baseline:
             made["speedup"] = tables.speedup_table(exp, baseline, dataset)
@@ -277,6 +281,22 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
         index.append(unreadable)
     write("index.md", "\n".join(index))
     return Report(table, rows, problems, unfinished, files, notes)
+
+
+def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
+    """The samples a method's student sees an epoch at its preset with nothing changed
+    (the data scale where the preset sets one, else KD steps x batch), or None for a
+    method or preset this installation does not know."""
+    from .errors import UserError
+    from .plan import configure
+    from .registry import METHODS, discover_methods
+
+    discover_methods()
+    try:
+        run_cfg, _ = configure(METHODS.get(method), preset)
+    except UserError:
+        return None
+    return run_cfg.data_scale or run_cfg.steps_per_epoch() * run_cfg.batch_size
 
 
 def safe(name: str) -> str:

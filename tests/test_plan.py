@@ -41,7 +41,7 @@ def test_every_preset_of_every_method_applies_and_validates(method, preset, tmp_
 def test_layers_apply_in_the_documented_order():
     ssdkd = METHODS.get("ssdkd")
     assert configure(ssdkd)[0].data_scale == 1280  # run_defaults over RunConfig()
-    assert configure(ssdkd, "cpu")[0].data_scale == 512  # preset over run_defaults
+    assert configure(ssdkd, "cpu")[0].data_scale == 256  # preset over run_defaults
     assert configure(ssdkd, "cpu", {"data_scale": 100})[0].data_scale == 100  # option over preset
     run, cfg = configure(ssdkd, "cpu", {"data_scale": 100}, {"data_scale": "200", "ssdkd.gamma": "3"})
     assert run.data_scale == 200 and cfg.gamma == 3.0  # --set over everything

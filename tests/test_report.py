@@ -128,6 +128,33 @@ def test_speedup_and_cost_tables(tree, tmp_path):
     assert float(first["total_seconds"]) == 61.5 and float(first["teacher_forward_images"]) == 1000
 
 
+def test_ranking_against_the_published_columns_with_kendall_tau(tmp_path):
+    from dfkd_bench import report
+
+    root, pair = tmp_path / "results", "resnet32-resnet8"
+    for method, preset, scale, top1 in [("fast", "fast2-cpu", 500, 20.0), ("fast", "fast2-cpu", 5000, 30.0),
+                                        ("ssdkd", "cpu", 256, 12.0), ("ssdkd", "cpu", 5000, 35.0),
+                                        ("deepinv", "cpu", 0, 25.0), ("cmi", "cpu", 0, 40.0),
+                                        ("ssdkd", "no-ps-cpu", 1250, 50.0), ("kd", "cpu", 0, 60.0)]:
+        fake_run(root, method, pair, 0, top1, 100.0, preset=preset, data_scale=scale)
+    report.write_report(root, tmp_path / "rep", figures=False)
+    lines = [line for line in (tmp_path / "rep" / "ranking__cifar10.md").read_text().splitlines()
+             if line.startswith("| ")]
+    assert lines[0] == ("| method | stands in | here top-1 % (rank) | resnet34-resnet18 | vgg11-resnet18 | "
+                        "wrn40_2-wrn16_1 | wrn40_2-wrn40_1 | wrn40_2-wrn16_2 |")
+    # Fast2 at the data scale nearest its preset's 5,120 samples an epoch, SSD-KD at its preset's 256;
+    # the ablation and KD are not published rows
+    assert [line.split(" | ")[:3] for line in lines[1:5]] == [
+        ["| cmi", "cmi-cpu [1]", "40.00 (1)"], ["| fast2", "fast-fast2-cpu (N=5,000) [1]", "30.00 (2)"],
+        ["| deepinv", "deepinv-cpu [1]", "25.00 (3)"], ["| ssdkd", "ssdkd-cpu (N=256) [1]", "12.00 (4)"]]
+    assert lines[1].endswith("| 94.84 (1) | 91.13 (1) | 90.01 (1) | 92.78 (1) | 92.52 (1) |")
+    # resnet34-resnet18: cmi 94.84 > deepinv 93.26 > ssdkd 92.92 > fast2 92.62; 4 of 6 pairs agree: (4 - 2) / 6
+    assert lines[5].startswith("| Kendall tau |  |  | 0.33 (n=4) |")
+    assert report.preset_samples_per_epoch("fast", "fast2-cpu") == 5120
+    assert report.preset_samples_per_epoch("ssdkd", "cpu") == 256
+    assert report.preset_samples_per_epoch("nosuch", None) is None
+
+
 def test_filters_and_a_missing_baseline(tree, tmp_path):
     from dfkd_bench import report
 
