@@ -33,7 +33,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from . import diagnostics, store
-from .report import GROUP, completed_runs, safe
+from .report import GROUP, completed_runs, experiments, preset_samples_per_epoch, safe
+from .tables import stand_ins
 from .timing import TRAIN_PHASES
 
 TRAIN_TIME = " + ".join(TRAIN_PHASES)  # what summary.train_seconds adds up, as axes say it
@@ -622,6 +623,69 @@ def synthetic_data_figures(df: pd.DataFrame, out_dir: Path,
     return _draw(_synthetic_data_figures, df, out_dir, styles)
 
 
+def _synthetic_data_comparison(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]) -> list[FigureInfo]:
+    infos = []
+    for (dataset, pair), runs in done.groupby(["dataset", "pair"]):
+        shown = []
+        for key, exp in stand_ins(experiments(runs), preset_samples_per_epoch).items():
+            group = runs[(runs["label"] == exp.label) & (runs["data_scale"] == exp.data_scale)]
+            found = ((r, diagnostics.read(Path(r.path))) for r in group.sort_values("seed").itertuples())
+            run, arrays = next(((r, a) for r, a in found if a is not None and len(a["classes"])), (None, None))
+            if arrays is not None:
+                shown.append((key, exp, run, arrays))
+        if len(shown) < 2:
+            continue
+        num_classes = max(max(len(a["class_names"]), int(a["classes"].max()) + 1) for *_, a in shown)
+        fig = _figure(WIDE_IN, 2.4)
+        by_class, by_conf = fig.subplots(1, 2, width_ratios=(3, 2))
+        handles, names, said = [], [], []
+        bins = np.linspace(0, 1, 21)
+        for key, exp, run, arrays in sorted(shown, key=lambda s: s[0]):
+            style = styles[exp.label]
+            classes, confidence = arrays["classes"], arrays["confidence"]
+            share = np.bincount(classes, minlength=num_classes) / len(classes)
+            by_class.plot(np.arange(num_classes), share, color=style.color, marker=style.marker)
+            counts, _ = np.histogram(confidence, bins=bins)
+            by_conf.stairs(counts / len(confidence), bins, color=style.color, linewidth=1.2)
+            entropy = diagnostics.summarize(arrays, num_classes)["normalised_entropy"]
+            scale = f" N={int(exp.data_scale):,}" if exp.data_scale else ""
+            handles.append(_marker(style))
+            names.append(f"{_name(exp.label)}{scale}")
+            said.append(f"{_name(exp.label)}{scale} (seed {run.seed}): {len(classes):,} images, class entropy "
+                        f"{entropy:.3f}, mean confidence {confidence.mean():.2f}")
+        by_class.axhline(1 / num_classes, color="#555555", linestyle="--", linewidth=0.8)
+        names_of = shown[0][3]["class_names"]
+        by_class.set_xticks(np.arange(num_classes), [_class_name(names_of, c) for c in range(num_classes)],
+                            rotation=45 if len(names_of) else 0, ha="right" if len(names_of) else "center",
+                            rotation_mode="anchor")
+        by_class.set_xlabel("teacher's predicted class (dashed: balanced)")
+        by_class.set_ylabel("share of the final pool")
+        by_class.set_ylim(bottom=0)
+        by_class.grid(axis="x", visible=False)
+        by_conf.set_xlim(0, 1)
+        by_conf.set_xlabel("teacher's confidence (top softmax probability)")
+        by_conf.set_ylabel("share of the final pool")
+        _legend_below(fig, handles, names)
+        png, pdf = _save(fig, out_dir, f"diagnostics-comparison__{safe(dataset)}__{safe(pair)}")
+        infos.append(FigureInfo(
+            png, pdf, f"Synthetic data compared, {dataset} {pair}",
+            "The SSD-KD paper's Fig. 2 for the published pool methods at their presets (the experiments the "
+            "ranking table takes): the teacher's predicted class (left) and confidence (right) over each final "
+            "pool, as shares of the pool. " + "; ".join(said) + " (entropy 1 = balanced).", dataset, pair,
+            _size(fig)))
+    return infos
+
+
+def synthetic_data_comparison(df: pd.DataFrame, out_dir: Path,
+                              styles: dict[str, Style] | None = None) -> list[FigureInfo]:
+    """One figure per pair laying the final pools of the published pool methods (the
+    experiments that stand in for their published rows, ``tables.stand_ins``) over each
+    other: the teacher's predicted-class shares and its confidence histogram, the
+    lowest seed with diagnostics of each. Made where two or more such methods left
+    ``diagnostics.npz``."""
+    return _draw(_synthetic_data_comparison, df, out_dir, styles)
+
+
 # --- all of them -----------------------------------------------------------------------------
 
 def write_figures(df: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
@@ -633,4 +697,4 @@ def write_figures(df: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
     styles = method_styles(done["label"])  # one map for every figure of the report
     return (accuracy_vs_time(done, out_dir, styles) + accuracy_vs_flops(done, out_dir, styles)
             + learning_curves(done, out_dir, styles) + data_scale_curves(done, out_dir, styles)
-            + synthetic_data_figures(done, out_dir, styles))
+            + synthetic_data_comparison(done, out_dir, styles) + synthetic_data_figures(done, out_dir, styles))

@@ -225,23 +225,11 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
     """This study's order of the methods the published CIFAR-10 tables list (REFERENCE.md)
     beside each published column, with Kendall's tau per column, for the experiments of
     one pair (``exp``); None off CIFAR-10 or
-    with fewer than two such methods. A method stands in for its published row at its
-    preset (ablations and other variants are not the published method); where it ran
-    at several data scales, the experiment nearest the preset's own samples an epoch
-    (``own_samples(method, preset)``) stands in, then the one with the most seeds."""
+    with fewer than two such methods. Which experiment stands in for a published row:
+    ``stand_ins``."""
     if dataset != "cifar10" or exp.empty:
         return None
-    chosen: dict[str, pd.Series] = {}
-    def preset(value) -> str | None:  # None where a run had none (NaN in the frame)
-        return value if isinstance(value, str) else None
-
-    keys = [published.published_key(m, preset(p)) for m, p in zip(exp["method"], exp["preset"])]
-    for key, group in exp.assign(key=keys).groupby("key"):
-        own = own_samples(group["method"].iloc[0], preset(group["preset"].iloc[0]))
-        scale = group["data_scale"].where(group["data_scale"] > 0, own if own else 0)
-        distance = (scale - own).abs() if own else pd.Series(0, index=group.index)
-        best = group.assign(_d=distance).sort_values(["_d", "seeds"], ascending=[True, False]).iloc[0]
-        chosen[key] = best
+    chosen = stand_ins(exp, own_samples)
     if len(chosen) < 2:
         return None
     here = {k: float(r.top1_mean) for k, r in chosen.items()}
@@ -269,6 +257,25 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
     pair = exp["pair"].iloc[0]
     return Table(f"Ranking against the published CIFAR-10 tables, {dataset}, {pair}", columns, rows, set(), notes,
                  pd.DataFrame(raw))
+
+
+def stand_ins(exp: pd.DataFrame, own_samples: Callable[[str, str | None], int | None]) -> dict[str, pd.Series]:
+    """Per method of the published tables (``published.published_key``), the experiment
+    of ``exp`` that stands in for its published row: at its preset (ablations and other
+    variants are other methods), nearest the preset's own samples an epoch
+    (``own_samples(method, preset)``) where it ran at several data scales, then the one
+    with the most seeds."""
+    def preset(value) -> str | None:  # None where a run had none (NaN in the frame)
+        return value if isinstance(value, str) else None
+
+    chosen: dict[str, pd.Series] = {}
+    keys = [published.published_key(m, preset(p)) for m, p in zip(exp["method"], exp["preset"])]
+    for key, group in exp.assign(key=keys).groupby("key"):
+        own = own_samples(group["method"].iloc[0], preset(group["preset"].iloc[0]))
+        scale = group["data_scale"].where(group["data_scale"] > 0, own if own else 0)
+        distance = (scale - own).abs() if own else pd.Series(0, index=group.index)
+        chosen[key] = group.assign(_d=distance).sort_values(["_d", "seeds"], ascending=[True, False]).iloc[0]
+    return chosen
 
 
 def _ranks(scores: dict[str, float]) -> dict[str, int]:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from dfkd_bench import figures
+from dfkd_bench import diagnostics, figures
 from dfkd_bench.report import load_summaries
 from dfkd_bench.summary import RunSummary, run_label
 
@@ -243,3 +243,29 @@ def test_nothing_to_show_makes_no_figure(tmp_path):
     # one experiment, no data-scale grid, no diagnostics: accuracy (time, FLOPs) and its curves
     assert sorted(i.path_png.stem.split("__")[0] for i in infos) == ["acc_vs_flops", "acc_vs_time", "learning_curves"]
     assert figures.write_figures(pd.DataFrame(), tmp_path / "empty") == []
+
+
+def test_the_fig2_comparison_lays_the_published_pool_methods_at_their_presets_over_each_other(tmp_path):
+    root = tmp_path / "r"
+    seed1 = pool_arrays(1)  # 400 images: the run that must not be drawn
+    make_run(root, "ssdkd", 0, 12.0, 10.0, preset="cpu", data_scale=256, diagnostics=pool_arrays(0))
+    make_run(root, "ssdkd", 0, 30.0, 50.0, preset="cpu", data_scale=5000, diagnostics=seed1)
+    make_run(root, "ssdkd", 0, 20.0, 20.0, preset="no-ps-cpu", data_scale=1250, diagnostics=pool_arrays(2))
+    make_run(root, "fast", 0, 30.0, 40.0, preset="fast2-cpu", data_scale=5000, diagnostics=pool_arrays(0))
+    make_run(root, "fast", 0, 50.0, 80.0, preset="fast10-cpu", diagnostics=pool_arrays(0))
+    make_run(root, "deepinv", 0, 25.0, 90.0, preset="cpu")  # no diagnostics: not drawn
+    frame, _ = load_summaries(root)
+    infos = by_stem(figures.synthetic_data_comparison(frame, tmp_path / "out"))
+    info = infos["diagnostics-comparison__cifar10__resnet20-resnet8"]
+    entropy = f"{diagnostics.summarize(pool_arrays(0), 10)['normalised_entropy']:.3f}"
+    assert (f"fast-fast10-cpu (seed 0): 500 images, class entropy {entropy}, mean confidence "
+            f"{pool_arrays(0)['confidence'].mean():.2f}") in info.caption
+    assert "fast-fast2-cpu N=5,000 (seed 0): 500 images" in info.caption
+    assert "ssdkd-cpu N=256 (seed 0): 500 images" in info.caption  # its preset's own scale, not 5,000
+    assert "400 images" not in info.caption and "no-ps" not in info.caption and "deepinv" not in info.caption
+    height, width = imread(info.path_png).shape[:2]
+    assert (width, height) == (round(info.size_in[0] * figures.DPI), round(info.size_in[1] * figures.DPI))
+    # one such method alone is no comparison
+    lone = tmp_path / "lone"
+    make_run(lone, "fast", 0, 50.0, 80.0, preset="fast10-cpu", diagnostics=pool_arrays(0))
+    assert figures.synthetic_data_comparison(load_summaries(lone)[0], tmp_path / "out2") == []
