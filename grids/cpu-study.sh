@@ -2,17 +2,18 @@
 # The CPU reference study (issue 17), from the committed teacher to the report. Run it from the
 # repository root with ../shared beside it, in the project's environment. Resumable: run it
 # again after any interruption and it goes on where it stopped (completed runs are skipped, an
-# interrupted one resumes from its last epoch). Seeds run one after another, so a study cut
-# short still has every method at seed 0 first. Two runs side by side, one thread each.
+# interrupted one resumes from its last epoch). Cells run in the grid's order, each entry's
+# three seeds together, so a study cut short has whole rows (mean and spread, timed on one
+# machine) of the headline comparison first. Two runs side by side, one thread each.
 #
-#   sh grids/cpu-study.sh            # everything
-#   SEEDS="0" sh grids/cpu-study.sh  # one seed
+#   sh grids/cpu-study.sh              # everything
+#   SEEDS="0" sh grids/cpu-study.sh    # one seed
 set -eu
 GRID=grids/cpu-study.yaml
 CACHE=results/cpu-study/cache
 DATA=../shared/data/cifar10-jpg
 TEACHER=reports/cpu-study/teachers/resnet32.pt
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=${SEEDS:-"0,1,2"}
 WORKERS=${WORKERS:-2}
 
 # 1. The very teacher every run distils from, checked against its committed sha256.
@@ -20,10 +21,8 @@ if ! dfkd-bench teachers verify --dataset cifar10 --arch resnet32 --data-root "$
   dfkd-bench teachers import "$TEACHER" --dataset cifar10 --arch resnet32 --data-root "$DATA" \
     --cache-dir "$CACHE" --normalization dataset --force
 fi
-# 2. The grid, a seed at a time.
-for seed in $SEEDS; do
-  dfkd-bench sweep "$GRID" --seeds "$seed" --workers "$WORKERS"
-done
+# 2. The grid.
+dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
 # 3. The records the report reads (no checkpoints), then the report from them alone.
 python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs
 dfkd-bench report --results reports/cpu-study/runs --out reports/cpu-study --baseline fast-fast2-cpu \
