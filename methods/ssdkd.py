@@ -29,7 +29,11 @@ new priorities in train mode would update the student's BN running statistics wi
 batches it is not trained on; an extra eval-mode forward each step would cost about a
 third of a KD step. Ablations (the paper's Table 4) are
 presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
-``no-diversity``, ``no-balance`` (phi = 1) and ``none`` (all three off).
+``no-diversity``, ``no-balance`` (phi = 1), ``none`` (all three off), and Table 4's two
+rows with one balancing term and no priority sampling, ``only-difficulty`` and
+``only-diversity``. Table 4's six rows are then ``none`` (baseline), ``no-balance``
+(+PS), ``only-difficulty``, ``only-diversity``, ``no-ps`` (both terms) and the full
+method.
 
 Generator initialisation: Algorithm 1, line 4 initialises a generative network every
 epoch, while Sec. 4.1 says SSD-KD follows Fast's settings and Table 1 times it against
@@ -95,6 +99,8 @@ _ABLATIONS = {
     "no-diversity": {"diversity": False},
     "no-balance": {"difficulty": False, "diversity": False},
     "none": {"priority_sampling": False, "difficulty": False, "diversity": False},
+    "only-difficulty": {"priority_sampling": False, "diversity": False},  # Table 4: baseline + difficulty
+    "only-diversity": {"priority_sampling": False, "difficulty": False},  # Table 4: baseline + diversity
 }
 _SSD_PAPER = {**_PAPER, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "data_scale": 5000}
 # Table 2's "relaxed" data scale, "similar to that for Fast5": Fast5's pool ends at 51,200

@@ -129,3 +129,17 @@ def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
     assert configure(SSDKD)[1].task_target == "random"  # measured in reports/cpu-structure.md
     with pytest.raises(UserError, match="ssdkd: is_norm='max'; accepted: none, buffer, batch, mean"):
         check_fields(SSDKD.config_cls(is_norm="max"), "ssdkd")
+
+
+def test_the_ablation_presets_cover_table_4s_rows():
+    """Table 4's six rows as (priority sampling, difficulty, diversity), each a preset at
+    both scales, and the two single-term removals beside them."""
+    from dfkd_bench.plan import configure
+    rows = {"none": (False, False, False), "no-balance": (True, False, False),
+            "only-difficulty": (False, True, False), "only-diversity": (False, False, True),
+            "no-ps": (False, True, True), "paper": (True, True, True),
+            "no-difficulty": (True, False, True), "no-diversity": (True, True, False)}
+    for preset, flags in rows.items():
+        for name in (preset, "cpu" if preset == "paper" else f"{preset}-cpu"):
+            cfg = configure(SSDKD, name)[1]
+            assert (cfg.priority_sampling, cfg.difficulty, cfg.diversity) == flags, name
