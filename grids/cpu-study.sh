@@ -23,7 +23,10 @@ if ! dfkd-bench teachers verify --dataset cifar10 --arch resnet32 --data-root "$
 fi
 # 2. The grid.
 dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
-# 3. The records the report reads (no checkpoints), then the report from them alone.
+# 3. The records the report reads (no checkpoints), then the findings' numbers and the report from
+#    them alone.
 python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs
+python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-study/teachers/resnet32.json \
+  --out reports/cpu-study/numbers.md
 dfkd-bench report --results reports/cpu-study/runs --out reports/cpu-study --baseline fast-fast2-cpu \
   --preamble reports/cpu-study/findings.md

@@ -1,0 +1,202 @@
+"""The numbers the CPU reference study's findings quote (issue 17), computed from the
+committed run records alone, so every figure in reports/cpu-study/findings.md can be
+re-derived:
+
+    python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-study/teachers/resnet32.json \
+        --out reports/cpu-study/numbers.md
+
+Sections: SSD-KD against Fast2 and Fast10 (accuracy, and its train and total time as a
+fraction of theirs), Fast10 against Fast2, every data-free method against the noise
+floor, the Table 4 ablations beside the paper's column with the rank agreement, DDA's
+augmentation (accuracy gained, seconds spent), the data-scale sweep's train-time slopes,
+the machines the runs ran on, and the study's CPU time (teacher included). A section
+whose runs are not there yet says so instead of a number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from dfkd_bench import published, report
+from dfkd_bench.figures import fit_line
+
+# Table 4 (CIFAR-10, resnet34 -> resnet18 and wrn40_2 -> wrn16_1): preset -> published top-1
+TABLE4 = {"none-cpu": ("baseline", 87.35, 80.47), "no-balance-cpu": ("+PS", 90.28, 87.19),
+          "only-difficulty-cpu": ("+difficulty", 88.57, 83.12), "only-diversity-cpu": ("+diversity", 89.12, 84.31),
+          "no-ps-cpu": ("+difficulty +diversity", 89.95, 85.79), "cpu": ("full (PS + both terms)", 92.92, 88.07)}
+ABLATION_SCALE = 1250
+
+
+def _mean_std(row) -> str:
+    std = "" if row is None or pd.isna(row.top1_std) else f" ± {row.top1_std:.2f}"
+    return "not run" if row is None else f"{row.top1_mean:.2f}{std} [{int(row.seeds)}]"
+
+
+def find(exp: pd.DataFrame, method: str, preset: str, scale: int | None = None):
+    """The experiment of ``method`` at ``preset`` (and data scale), or None."""
+    rows = exp[(exp["method"] == method) & (exp["preset"] == preset)]
+    if scale is not None:
+        rows = rows[rows["data_scale"] == scale]
+    if len(rows) > 1:
+        rows = rows.sort_values("seeds", ascending=False)
+    return None if rows.empty else rows.iloc[0]
+
+
+def main_rows(exp: pd.DataFrame) -> dict[str, pd.Series]:
+    return report.tables.stand_ins(exp, report.preset_samples_per_epoch)
+
+
+def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
+    rows = main_rows(exp)
+    ssd = rows.get("ssdkd")
+    lines = ["## SSD-KD against Fast2 and Fast10", ""]
+    if ssd is None:
+        return lines + ["SSD-KD's main row has not run yet.", ""]
+    lines += ["| row | top-1 % | train s | total s | SSD-KD top-1 - row | SSD-KD train / row | SSD-KD total / row |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for key in ("ssdkd", "fast2", "fast5", "fast10"):
+        r = rows.get(key)
+        if r is None:
+            lines.append(f"| {key} | not run | | | | | |")
+            continue
+        lines.append(f"| {r.label}{f' (N={int(r.data_scale):,})' if r.data_scale else ''} | {_mean_std(r)} | "
+                     f"{r.train_seconds:,.0f} | {r.total_seconds:,.0f} | {ssd.top1_mean - r.top1_mean:+.2f} | "
+                     f"{ssd.train_seconds / r.train_seconds:.3f} | {ssd.total_seconds / r.total_seconds:.3f} |")
+    f2, f10 = rows.get("fast2"), rows.get("fast10")
+    if f2 is not None and f10 is not None:
+        lines += ["", f"Fast10 - Fast2: {f10.top1_mean - f2.top1_mean:+.2f} points (Fast10 {_mean_std(f10)}, "
+                      f"Fast2 {_mean_std(f2)})."]
+    return lines + [""]
+
+
+def noise_floor(exp: pd.DataFrame) -> list[str]:
+    noise = find(exp, "noise", "cpu")
+    lines = ["## Every data-free method against the noise floor", ""]
+    if noise is None:
+        return lines + ["The noise row has not run yet.", ""]
+    lines += [f"Noise (KD on Gaussian noise): {_mean_std(noise)}.", "",
+              "| row | top-1 % | above noise (points) | above noise / noise's std |", "|---|---:|---:|---:|"]
+    data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
+    for r in data_free.itertuples(index=False):
+        margin = r.top1_mean - noise.top1_mean
+        ratio = margin / noise.top1_std if noise.top1_std and not pd.isna(noise.top1_std) else math.nan
+        scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
+        lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio:.1f} |")
+    return lines + [""]
+
+
+def ablations(exp: pd.DataFrame) -> list[str]:
+    lines = ["## SSD-KD's Table 4 ablations (data scale 1,250)", "",
+             "| Table 4 row | preset | top-1 % here | rank here | published r34-r18 (rank) | published w40-2-w16-1 |",
+             "|---|---|---:|---:|---:|---:|"]
+    here = {p: find(exp, "ssdkd", p, ABLATION_SCALE) for p in TABLE4}
+    ran = {p: float(r.top1_mean) for p, r in here.items() if r is not None}
+    ours = {p: i + 1 for i, p in enumerate(sorted(ran, key=lambda p: -ran[p]))}
+    paper = {p: v[1] for p, v in TABLE4.items()}
+    theirs = {p: i + 1 for i, p in enumerate(sorted(paper, key=lambda p: -paper[p]))}
+    for p, (row, r34, w40) in TABLE4.items():
+        lines.append(f"| {row} | {p} | {_mean_std(here[p])} | {ours.get(p, '-')} | {r34:.2f} ({theirs[p]}) | "
+                     f"{w40:.2f} |")
+    tau, n = published.kendall_tau(ran, paper)
+    lines += ["", f"Kendall tau with the published resnet34 -> resnet18 order over the {n} rows run: "
+                  f"{tau:.2f}" if n >= 2 else "Fewer than two rows have run: no rank agreement yet."]
+    full = find(exp, "ssdkd", "cpu", ABLATION_SCALE)
+    drops = []
+    for p in ("no-ps-cpu", "no-difficulty-cpu", "no-diversity-cpu", "no-balance-cpu", "none-cpu"):
+        r = find(exp, "ssdkd", p, ABLATION_SCALE)
+        if full is not None and r is not None:
+            drops.append(f"{p}: {r.top1_mean - full.top1_mean:+.2f}")
+    if drops:
+        lines += ["", "Each ablation minus the full method at 1,250 (points): " + "; ".join(drops) + "."]
+    return lines + [""]
+
+
+def dda(exp: pd.DataFrame) -> list[str]:
+    lines = ["## DDA's augmentation", ""]
+    plain, aug = find(exp, "dda", "no-aug-cpu"), find(exp, "dda", "cpu")
+    if plain is None or aug is None:
+        return lines + ["DDA's `no-aug-cpu` and `cpu` rows have not both run yet.", ""]
+    aug_s = aug.get("seconds_augmentation", math.nan)
+    aug_text = "not recorded" if pd.isna(aug_s) else f"{aug_s:,.1f} s"
+    lines += [f"- `no-aug-cpu`: {_mean_std(plain)}, train {plain.train_seconds:,.0f} s",
+              f"- `cpu` ({aug.label}): {_mean_std(aug)}, train {aug.train_seconds:,.0f} s, of it augmentation "
+              f"{aug_text}",
+              f"- augmentation adds {aug.top1_mean - plain.top1_mean:+.2f} points for "
+              f"{aug.train_seconds / plain.train_seconds:.2f}x the train time", ""]
+    return lines
+
+
+def scale_slopes(exp: pd.DataFrame) -> list[str]:
+    lines = ["## Train time against data scale", "", "| row | scales | top-1 % by scale | slope s / sample | "
+             "intercept s | R² |", "|---|---|---|---:|---:|---:|"]
+    for method, preset in (("ssdkd", "cpu"), ("fast", "fast2-cpu"), ("kd", "cpu")):
+        rows = exp[(exp["method"] == method) & (exp["preset"] == preset) & (exp["data_scale"] > 0)]
+        rows = rows.sort_values("data_scale")
+        if len(rows) < 2:
+            continue
+        fit = fit_line(rows["data_scale"], rows["train_seconds"])
+        accs = ", ".join(f"{int(r.data_scale):,}: {r.top1_mean:.2f}" for r in rows.itertuples(index=False))
+        lines.append(f"| {method}:{preset} | {len(rows)} | {accs} | {fit.slope:.4f} | {fit.intercept:,.1f} | "
+                     f"{fit.r2:.3f} |")
+    return lines + [""]
+
+
+def machines_and_time(runs: pd.DataFrame, teacher: Path | None) -> list[str]:
+    lines = ["## Machines and CPU time", ""]
+    envs = {}
+    for path in runs["path"]:
+        try:
+            env = json.loads((Path(path) / "environment.json").read_text())
+        except (OSError, ValueError):
+            env = {}
+        envs[path] = f"{env.get('device_name', '?')}, {env.get('threads', '?')} thread(s), " \
+                     f"{env.get('precision', '?')}"
+    counts = pd.Series(envs).value_counts()
+    lines += [f"- {n} runs on {where}" for where, n in counts.items()]
+    total = float(runs["total_seconds"].sum())
+    train = float(runs["train_seconds"].sum())
+    lines += ["", f"Runs: {len(runs)} completed, {total:,.0f} s of one thread each ({total / 3600:.1f} core-hours; "
+                  f"{train / 3600:.1f} of them train time)."]
+    if teacher is not None and teacher.is_file():
+        meta = json.loads(teacher.read_text())
+        own = float(meta.get("train_seconds", 0.0))
+        before = float((meta.get("init_from") or {}).get("train_seconds", 0.0))
+        threads = meta.get("threads", "?")
+        lines.append(f"Teacher: {own + before:,.0f} s wall-clock on {threads} thread(s) ({before:,.0f} s for the "
+                     f"first cycle, {own:,.0f} s for the second), {(own + before) * (threads if isinstance(threads, int) else 1) / 3600:.1f} "
+                     f"core-hours.")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("results", help="the run records (reports/cpu-study/runs)")
+    p.add_argument("--teacher", default=None, help="the teacher's metadata JSON")
+    p.add_argument("--out", default=None, help="write the markdown here as well as to stdout")
+    args = p.parse_args(argv)
+    df, problems = report.load_summaries(Path(args.results))
+    for where, why in problems:
+        print(f"warning: skipped {where}: {why}", file=sys.stderr)
+    done = report.completed_runs(df) if not df.empty else df
+    if done.empty:
+        print(f"no completed runs under {args.results}", file=sys.stderr)
+        return 1
+    exp = report.experiments(done)
+    text = "\n".join(["# The CPU study's numbers", "",
+                      f"Computed by `python benchmarks/study_numbers.py {args.results}` from the run records alone "
+                      f"({len(done)} completed runs, {len(exp)} experiments).", "",
+                      *ssdkd_vs_fast(exp), *noise_floor(exp), *ablations(exp), *dda(exp), *scale_slopes(exp),
+                      *machines_and_time(done, Path(args.teacher) if args.teacher else None)])
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""benchmarks/study_numbers.py: the CPU study's quoted numbers from a synthetic run
+store with known values (no training)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from tests.conftest import ROOT
+from tests.test_report import fake_run
+
+spec = importlib.util.spec_from_file_location("study_numbers", ROOT / "benchmarks" / "study_numbers.py")
+study_numbers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study_numbers)
+
+PAIR = "resnet32-resnet8"
+
+
+def test_the_numbers_of_a_small_study(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed, sign in ((0, 1), (1, -1)):
+        fake_run(root, "ssdkd", PAIR, seed, 20.0 + sign, 100.0, preset="cpu", data_scale=256)
+        fake_run(root, "fast", PAIR, seed, 30.0 + sign, 400.0, preset="fast2-cpu", data_scale=5000)
+        fake_run(root, "noise", PAIR, seed, 12.0 + sign, 50.0, preset="cpu")
+    fake_run(root, "fast", PAIR, 0, 50.0, 1000.0, preset="fast10-cpu")
+    fake_run(root, "ssdkd", PAIR, 0, 25.0, 150.0, preset="cpu", data_scale=1250)
+    fake_run(root, "ssdkd", PAIR, 0, 40.0, 300.0, preset="cpu", data_scale=5000)
+    # ablations in the paper's order but for the last two, which swap
+    for preset, top1 in [("none-cpu", 15.0), ("only-difficulty-cpu", 16.0), ("only-diversity-cpu", 17.0),
+                         ("no-ps-cpu", 18.0), ("no-balance-cpu", 26.0)]:
+        fake_run(root, "ssdkd", PAIR, 0, top1, 150.0, preset=preset, data_scale=1250)
+    fake_run(root, "dda", PAIR, 0, 30.0, 200.0, preset="no-aug-cpu")
+    fake_run(root, "dda", PAIR, 0, 33.0, 300.0, preset="cpu")
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({"train_seconds": 3600.0, "threads": 2, "init_from": {"train_seconds": 7200.0}}))
+    out = tmp_path / "numbers.md"
+    assert study_numbers.main([str(root), "--teacher", str(teacher), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.rstrip("\n") == capsys.readouterr().out.rstrip("\n")
+    # SSD-KD (20 ± 1.41, 100 s) against Fast2 at 5,000 (30 ± 1.41, 400 s): a quarter of its train time;
+    # totals add 1.5 s a run (evaluation and checkpoints)
+    assert "| fast-fast2-cpu (N=5,000) | 30.00 ± 1.41 [2] | 400 | 402 | -10.00 | 0.250 | 0.253 |" in text
+    assert "| ssdkd-cpu (N=256) | 20.00 ± 1.41 [2] | 100 | 102 | +0.00 | 1.000 | 1.000 |" in text
+    assert "| fast-fast10-cpu | 50.00 [1] | 1,000 | 1,002 | -30.00 | 0.100 | 0.101 |" in text
+    assert "| fast5 | not run |" in text
+    assert "Fast10 - Fast2: +20.00 points (Fast10 50.00 [1], Fast2 30.00 ± 1.41 [2])." in text
+    # noise 12 ± 1.41: Fast10 is 38 points (26.9 stds) above it
+    assert "| fast-fast10-cpu | 50.00 [1] | +38.00 | 26.9 |" in text
+    # the full method at 1,250 (25) falls below +PS (26): 14 of 15 pairs agree, (14 - 1) / 15
+    assert "| +PS | no-balance-cpu | 26.00 [1] | 1 | 90.28 (2) | 87.19 |" in text
+    assert "| full (PS + both terms) | cpu | 25.00 [1] | 2 | 92.92 (1) | 88.07 |" in text
+    assert "over the 6 rows run: 0.87" in text
+    assert "no-ps-cpu: -7.00; no-balance-cpu: +1.00; none-cpu: -10.00." in text
+    assert "- augmentation adds +3.00 points for 1.50x the train time" in text
+    assert "of it augmentation not recorded" in text  # these fake runs time no augmentation phase
+    # SSD-KD at 256, 1,250, 5,000 with train 100, 150, 300 s: least squares 0.0416 s a sample, 93.2 s
+    assert "| ssdkd:cpu | 3 | 256: 20.00, 1,250: 25.00, 5,000: 40.00 | 0.0416 | 93.2 | 0.998 |" in text
+    assert "- 16 runs on Test CPU, 2 thread(s), ?" in text
+    assert "Runs: 16 completed, 3,824 s of one thread each" in text
+    assert "Teacher: 10,800 s wall-clock on 2 thread(s) (7,200 s for the first cycle, 3,600 s for the second), " \
+           "6.0 core-hours." in text
