@@ -250,7 +250,7 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
             made[kind] = tables.ranking_table(exp[exp["pair"] == pair], dataset, preset_samples_per_epoch)
         index.append(f"## {dataset}\n")
         if baseline:
-            made["speedup"] = tables.speedup_table(exp, baseline, dataset)
+            made["speedup"] = tables.speedup_table(exp, baseline, dataset, preset_samples_per_epoch)
             if made["speedup"] is None:
                 index.append(f"_No `{baseline}` runs on {dataset}: no speed-up table._\n")
         for kind, t in made.items():

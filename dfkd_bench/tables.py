@@ -184,21 +184,31 @@ def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
     return Table(f"Cost per method, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
 
 
-def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str) -> Table | None:
+def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str,
+                  own_samples: Callable[[str, str | None], int | None] | None = None) -> Table | None:
     """Per pair (and data scale, where the baseline ran at several), each method against
     ``baseline`` (a method label or row name): the baseline's train time over the
     method's, and whether the method's top-1 is at least the baseline's (a speed-up
-    counts only at equal or better accuracy)."""
+    counts only at equal or better accuracy). Where the baseline ran at several data
+    scales, a method at a scale the baseline did not run is set against the baseline's
+    main row: the one nearest its preset's own samples an epoch (``own_samples``, as
+    ``stand_ins``)."""
     exp = exp.assign(row=row_names(exp))
     columns = ["pair", "method", "top-1 %", "Δ top-1 vs baseline", "train time", "speed-up ×", "top-1 ≥ baseline"]
     rows, raw, bold = [], [], set()
     is_base = (exp["row"] == baseline) | (exp["label"] == baseline)
     by_scale = exp[is_base].groupby("pair")["data_scale"].nunique().gt(1)
     keys = ["pair", "data_scale"]
+    main_rows = []
     for (pair, scale), group in exp.groupby(keys):
         same = exp[is_base & (exp["pair"] == pair)]
         if by_scale.get(pair, False):
-            same = same[same["data_scale"] == scale]
+            at = same[same["data_scale"] == scale]
+            if len(at) != 1 and own_samples is not None:
+                main = _nearest_own(same, own_samples)
+                at = same.loc[[main.name]]
+                main_rows.append(f"{pair}: {main.row}")
+            same = at
         if len(same) != 1:
             continue
         b = same.iloc[0]
@@ -217,6 +227,9 @@ def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str) -> Table | Non
         return None
     notes = [f"{dataset}: speed-up = the baseline's ({baseline}) train time / the method's; bold where the "
              "method is faster at equal or better mean top-1."]
+    if main_rows:
+        notes.append("Methods at a data scale the baseline did not run are set against its main row ("
+                     + "; ".join(sorted(set(main_rows))) + ").")
     return Table(f"Speed-up against {baseline}, {dataset}", columns, rows, bold, notes, pd.DataFrame(raw))
 
 
@@ -265,17 +278,22 @@ def stand_ins(exp: pd.DataFrame, own_samples: Callable[[str, str | None], int | 
     variants are other methods), nearest the preset's own samples an epoch
     (``own_samples(method, preset)``) where it ran at several data scales, then the one
     with the most seeds."""
-    def preset(value) -> str | None:  # None where a run had none (NaN in the frame)
-        return value if isinstance(value, str) else None
+    keys = [published.published_key(m, _preset(p)) for m, p in zip(exp["method"], exp["preset"])]
+    return {key: _nearest_own(group, own_samples) for key, group in exp.assign(key=keys).groupby("key")}
 
-    chosen: dict[str, pd.Series] = {}
-    keys = [published.published_key(m, preset(p)) for m, p in zip(exp["method"], exp["preset"])]
-    for key, group in exp.assign(key=keys).groupby("key"):
-        own = own_samples(group["method"].iloc[0], preset(group["preset"].iloc[0]))
-        scale = group["data_scale"].where(group["data_scale"] > 0, own if own else 0)
-        distance = (scale - own).abs() if own else pd.Series(0, index=group.index)
-        chosen[key] = group.assign(_d=distance).sort_values(["_d", "seeds"], ascending=[True, False]).iloc[0]
-    return chosen
+
+def _preset(value) -> str | None:
+    """A frame's preset: None where a run had none (NaN in the frame)."""
+    return value if isinstance(value, str) else None
+
+
+def _nearest_own(group: pd.DataFrame, own_samples: Callable[[str, str | None], int | None]) -> pd.Series:
+    """Of one method's experiments (its data scales), the one nearest the preset's own
+    samples an epoch, then the one with the most seeds."""
+    own = own_samples(group["method"].iloc[0], _preset(group["preset"].iloc[0]))
+    scale = group["data_scale"].where(group["data_scale"] > 0, own if own else 0)
+    distance = (scale - own).abs() if own else pd.Series(0, index=group.index)
+    return group.assign(_d=distance).sort_values(["_d", "seeds"], ascending=[True, False]).iloc[0]
 
 
 def _ranks(scores: dict[str, float]) -> dict[str, int]:

@@ -137,7 +137,13 @@ def test_ranking_against_the_published_columns_with_kendall_tau(tmp_path):
                                         ("deepinv", "cpu", 0, 25.0), ("cmi", "cpu", 0, 40.0),
                                         ("ssdkd", "no-ps-cpu", 1250, 50.0), ("kd", "cpu", 0, 60.0)]:
         fake_run(root, method, pair, 0, top1, 100.0, preset=preset, data_scale=scale)
-    report.write_report(root, tmp_path / "rep", figures=False)
+    report.write_report(root, tmp_path / "rep", figures=False, baseline="fast-fast2-cpu")
+    speed = (tmp_path / "rep" / "speedup__cifar10.md").read_text()
+    # the baseline ran at 500 and 5,000: rows at other scales are set against its main row (5,000)
+    assert "| resnet32-resnet8 | deepinv-cpu | 25.00 | -5.00 | 100 s | 1.00 | no |" in speed
+    assert "| resnet32-resnet8 | ssdkd-cpu (N=256) | 12.00 | -18.00 | 100 s | 1.00 | no |" in speed
+    assert "| resnet32-resnet8 | fast-fast2-cpu (N=500) | 20.00 | — | 100 s | 1.00 | yes |" in speed
+    assert "against its main row (resnet32-resnet8: fast-fast2-cpu (N=5,000))." in speed
     lines = [line for line in (tmp_path / "rep" / "ranking__cifar10.md").read_text().splitlines()
              if line.startswith("| ")]
     assert lines[0] == ("| method | stands in | here top-1 % (rank) | resnet34-resnet18 | vgg11-resnet18 | "
