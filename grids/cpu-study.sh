@@ -21,9 +21,18 @@ if ! dfkd-bench teachers verify --dataset cifar10 --arch resnet32 --data-root "$
   dfkd-bench teachers import "$TEACHER" --dataset cifar10 --arch resnet32 --data-root "$DATA" \
     --cache-dir "$CACHE" --normalization dataset --force
 fi
-# 2. The grid.
+# 2. The runs already committed count as done: their records go into the run store where it
+#    has none of its own (never over a run there), so a fresh clone resumes the study instead
+#    of redoing it.
+mkdir -p results/cpu-study/runs
+for run in reports/cpu-study/runs/*/; do
+  [ -d "$run" ] || continue
+  name=$(basename "$run")
+  [ -e "results/cpu-study/runs/$name" ] || cp -r "$run" "results/cpu-study/runs/$name"
+done
+# 3. The grid.
 dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
-# 3. The records the report reads (no checkpoints), then the findings' numbers and the report from
+# 4. The records the report reads (no checkpoints), then the findings' numbers and the report from
 #    them alone.
 python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs
 python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-study/teachers/resnet32.json \
