@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfkd_bench import published, report
+from dfkd_bench import published, report, tables
 from dfkd_bench.figures import fit_line
 
 # Table 4 (CIFAR-10, resnet34 -> resnet18 and wrn40_2 -> wrn16_1): preset -> published top-1
@@ -47,12 +47,8 @@ def find(exp: pd.DataFrame, method: str, preset: str, scale: int | None = None):
     return None if rows.empty else rows.iloc[0]
 
 
-def main_rows(exp: pd.DataFrame) -> dict[str, pd.Series]:
-    return report.tables.stand_ins(exp, report.preset_samples_per_epoch)
-
-
 def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
-    rows = main_rows(exp)
+    rows = tables.stand_ins(exp, report.preset_samples_per_epoch)
     ssd = rows.get("ssdkd")
     lines = ["## SSD-KD against Fast2 and Fast10", ""]
     if ssd is None:
@@ -166,10 +162,9 @@ def machines_and_time(runs: pd.DataFrame, teacher: Path | None) -> list[str]:
         meta = json.loads(teacher.read_text())
         own = float(meta.get("train_seconds", 0.0))
         before = float((meta.get("init_from") or {}).get("train_seconds", 0.0))
-        threads = meta.get("threads", "?")
+        threads = meta.get("threads", 1)
         lines.append(f"Teacher: {own + before:,.0f} s wall-clock on {threads} thread(s) ({before:,.0f} s for the "
-                     f"first cycle, {own:,.0f} s for the second), {(own + before) * (threads if isinstance(threads, int) else 1) / 3600:.1f} "
-                     f"core-hours.")
+                     f"first cycle, {own:,.0f} s for the second), {(own + before) * threads / 3600:.1f} core-hours.")
     return lines + [""]
 
 

@@ -444,8 +444,8 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     weights-only) training starts from those weights instead of a fresh initialisation
     and runs the recipe's whole schedule again: a warm restart (SGDR, Loshchilov and
     Hutter 2017), recorded in the metadata with the source's sha256, top-1 and, where its
-    metadata lies beside it, its recipe, curve and seconds. Seeded apart from the caller's random stream, so a teacher trained on a
-    run's first use does not shift that run's random numbers. With ``resumable`` (the
+    metadata lies beside it, its recipe, curve and seconds. Seeded apart from the
+    caller's random stream, so a teacher trained on a run's first use does not shift that run's random numbers. With ``resumable`` (the
     default) the training state is kept after every epoch (``training_state_path``) and
     a killed training resumes where it stopped, to the same weights; it is removed once
     the teacher is saved. The metadata records the curve, epoch by epoch, the precision
@@ -455,7 +455,8 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     state_path = training_state_path(data.name, arch, root) if resumable else None
     key = {"dataset": data.name, "arch": arch, "data_fingerprint": data.fingerprint, "seed": seed,
            "recipe": dataclasses.asdict(recipe), "eval_every": eval_every}
-    init = _init_record(Path(init_from)) if init_from is not None else None
+    init_from = Path(init_from) if init_from is not None else None
+    init = _init_record(init_from) if init_from is not None else None
     if init is not None:
         key["init_from"] = init["sha256"]
     curve: list[dict] = []
@@ -470,7 +471,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
         torch.manual_seed(seed)
         model = build_model(arch, data.num_classes, data.image_shape[0])
         if init is not None:
-            load_weights(model, load_state_dict_file(Path(init_from)), arch, Path(init_from), data.name)
+            load_weights(model, load_state_dict_file(init_from), arch, init_from, data.name)
         top1 = train_supervised(model, data, recipe, device, record, eval_every, precision, state_path=state_path,
                                 state_key=key)
     history = _read_curve(state_path) if state_path is not None and state_path.exists() else curve
