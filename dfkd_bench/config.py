@@ -39,6 +39,10 @@ class RunConfig:
     warmup_epochs: int = 0
     eval_every: int = 1
     data_scale: int = 0  # synthetic (or, for real-data baselines, real) samples per epoch; 0 = unset
+    # Student passes over the data-scale samples an epoch (with a data scale only): a control
+    # that gives a small pool as many student steps as a large one, separating the data scale
+    # from the step count it sets (the paper's SSD-KD takes one pass, ceil(|B| / batch) steps)
+    kd_passes: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (a GPU with
     # bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32; see dfkd_bench.precision.
@@ -52,16 +56,16 @@ class RunConfig:
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
     def steps_per_epoch(self) -> int:
-        """Student steps per epoch: the data scale sets it when given (one pass over
-        N samples at the batch size), else ``kd_steps``."""
+        """Student steps per epoch: the data scale sets it when given (``kd_passes``
+        passes over N samples at the batch size, one by default), else ``kd_steps``."""
         if self.data_scale > 0:
-            return max(1, -(-self.data_scale // self.batch_size))
+            return self.kd_passes * max(1, -(-self.data_scale // self.batch_size))
         return self.kd_steps
 
     def validate(self, who: str = "run") -> None:
         """Every budget and rate makes sense and the device exists; a ``UserError``
         naming the field otherwise. Called by the planner before anything runs."""
-        for name in ("epochs", "batch_size", "kd_steps", "eval_every"):
+        for name in ("epochs", "batch_size", "kd_steps", "kd_passes", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{who}: {name}={getattr(self, name)}; expected a positive integer")
         for name in ("warmup_epochs", "data_scale", "num_threads"):
@@ -258,3 +262,16 @@ def load_preset_file(path: Path) -> dict[str, Any]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+# Run fields added after run records were committed (reports/cpu-study/runs), each with the
+# value at which a run computes what it did before the field existed. A run's identity (its
+# config.json, name hash and report row) leaves such a field out at that value, so a run made
+# before the field keeps its name, resumes and shares its experiment's row with runs made since.
+NEUTRAL_RUN_FIELDS = {"kd_passes": 1}
+
+
+def run_identity(run: RunConfig) -> dict[str, Any]:
+    """``run`` as a resolved config holds it: every field but those at their neutral value."""
+    return {k: v for k, v in to_dict(run).items()
+            if not (k in NEUTRAL_RUN_FIELDS and v == NEUTRAL_RUN_FIELDS[k])}

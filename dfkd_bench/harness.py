@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import diagnostics, store
-from .config import resolve_device, to_dict
+from .config import resolve_device, run_identity, to_dict
 from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
 from .errors import Diverged, Terminated, UserError
 from .events import RunObserver
@@ -164,7 +164,7 @@ def resolved_config(spec: RunSpec, device: torch.device) -> dict:
     return {
         "method": spec.method, "preset": spec.preset, "dataset": spec.dataset, "pair": pair.name,
         "teacher": pair.teacher, "student": pair.student, "seed": spec.seed, "device": device.type,
-        "run": to_dict(spec.run), "method_config": to_dict(spec.method_config),
+        "run": run_identity(spec.run), "method_config": to_dict(spec.method_config),
     }
 
 

@@ -131,6 +131,10 @@ class SSDKD(Fast):
         "cpu": _SSD_CPU,
         **{name: {**_SSD_PAPER, **changes} for name, changes in _ABLATIONS.items()},  # Table 4, paper settings
         **{f"{name}-cpu": {**_SSD_CPU, **changes} for name, changes in _ABLATIONS.items()},
+        # the CPU study's control (issue 17): the 256-sample buffer with Fast2's 40 student steps
+        # an epoch (20 passes of 2 batches), not the paper's one pass, to tell the data scale
+        # from the step count it sets
+        "cpu-40steps": {**_SSD_CPU, "kd_passes": 20},
         # a 24-sample buffer: 16 new samples an epoch, so the second epoch evicts
         "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16, "data_scale": 24},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,6 +160,29 @@ def test_preset_file_is_yaml_changes(tmp_path):
 def test_steps_per_epoch_follow_the_data_scale():
     assert RunConfig(kd_steps=400).steps_per_epoch() == 400
     assert RunConfig(data_scale=5000, batch_size=256).steps_per_epoch() == 20  # ceil(5000/256)
+    assert RunConfig(data_scale=256, batch_size=128, kd_passes=20).steps_per_epoch() == 40
+    assert RunConfig(kd_steps=7, kd_passes=3).steps_per_epoch() == 7  # passes count only with a data scale
+    with pytest.raises(UserError, match="kd_passes=0; expected a positive integer"):
+        RunConfig(kd_passes=0).validate()
+
+
+def test_a_field_at_its_neutral_value_keeps_committed_run_names():
+    """Runs recorded before ``kd_passes`` existed keep their folder names: the committed
+    study's config.json has no such field, and resolving it again at the neutral value
+    gives the same run section and the same name hash."""
+    from dfkd_bench.config import run_identity
+    from dfkd_bench.harness import run_name
+    runs = sorted((Path(__file__).parents[1] / "reports" / "cpu-study" / "runs").glob("*/config.json"))
+    assert runs, "the committed study records are missing"
+    for path in runs[:5]:
+        recorded = json.loads(path.read_text())
+        # the name hashes the config as planned, before the teacher is loaded
+        resolved = {k: v for k, v in recorded.items() if k not in ("teacher_sha256", "teacher_normalization")}
+        assert "kd_passes" not in resolved["run"]
+        again = {**resolved, "run": run_identity(RunConfig(**resolved["run"]))}
+        assert again == resolved and run_name(again) == path.parent.name
+    changed = run_identity(RunConfig(**{**resolved["run"], "kd_passes": 20}))
+    assert changed["kd_passes"] == 20 and run_name({**resolved, "run": changed}) != path.parent.name
 
 
 def test_cost_counter_counts_forward_backward_and_flops():
