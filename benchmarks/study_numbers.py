@@ -70,17 +70,40 @@ def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def step_control(exp: pd.DataFrame, done: pd.DataFrame) -> list[str]:
+    """SSD-KD's main row beside its control: the same 256-sample buffer with Fast2's 40 student
+    steps an epoch (kd_passes 20), and the rows either differs from."""
+    lines = ["## SSD-KD at 256: its data scale or its step count?", ""]
+    small = find(exp, "ssdkd", "cpu", 256)
+    control = find(exp, "ssdkd", "cpu-40steps")
+    if small is None or control is None:
+        return lines + ["SSD-KD's main row and its `cpu-40steps` control have not both run yet.", ""]
+    lines += ["| row | samples an epoch | KD steps an epoch | top-1 % | train s |", "|---|---:|---:|---:|---:|"]
+    steps = done.groupby("config_id")["steps_per_epoch"].first()
+    for r in (small, control, find(exp, "ssdkd", "cpu", 5000), find(exp, "fast", "fast2-cpu", 5000)):
+        if r is not None:
+            scale = f"{int(r.data_scale):,}" if r.data_scale else "preset"
+            lines.append(f"| {r.label} | {scale} | {int(steps[r.config_id])} | {_mean_std(r)} | "
+                         f"{r.train_seconds:,.0f} |")
+    lines += ["", f"The control minus the main row: {control.top1_mean - small.top1_mean:+.2f} points for "
+                  f"{control.train_seconds / small.train_seconds:.2f}x its train time."]
+    return lines + [""]
+
+
 def noise_floor(exp: pd.DataFrame) -> list[str]:
     noise = find(exp, "noise", "cpu")
     lines = ["## Every data-free method against the noise floor", ""]
     if noise is None:
         return lines + ["The noise row has not run yet.", ""]
     lines += [f"Noise (KD on Gaussian noise): {_mean_std(noise)}.", "",
-              "| row | top-1 % | above noise (points) | above noise / noise's std |", "|---|---:|---:|---:|"]
+              "| row | top-1 % | above noise (points) | above noise / combined std |", "|---|---:|---:|---:|"]
     data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
+    noise_var = 0.0 if pd.isna(noise.top1_std) else float(noise.top1_std) ** 2
     for r in data_free.itertuples(index=False):
         margin = r.top1_mean - noise.top1_mean
-        ratio = margin / noise.top1_std if noise.top1_std and not pd.isna(noise.top1_std) else math.nan
+        # the margin in units of both rows' seed spread (noise's is 0 when every seed ends at chance)
+        spread = math.sqrt(noise_var + (0.0 if pd.isna(r.top1_std) else float(r.top1_std) ** 2))
+        ratio = margin / spread if spread > 0 else math.nan
         scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
         lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio:.1f} |")
     return lines + [""]
@@ -185,7 +208,7 @@ def main(argv=None) -> int:
     text = "\n".join(["# The CPU study's numbers", "",
                       f"Computed by `python benchmarks/study_numbers.py {args.results}` from the run records alone "
                       f"({len(done)} completed runs, {len(exp)} experiments).", "",
-                      *ssdkd_vs_fast(exp), *noise_floor(exp), *ablations(exp), *dda(exp), *scale_slopes(exp),
+                      *ssdkd_vs_fast(exp), *step_control(exp, done), *noise_floor(exp), *ablations(exp), *dda(exp), *scale_slopes(exp),
                       *machines_and_time(done, Path(args.teacher) if args.teacher else None)])
     print(text)
     if args.out:

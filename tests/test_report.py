@@ -51,7 +51,7 @@ def test_summary_of_a_balanced_pool_has_entropy_one():
 # --- tables from a synthetic results tree with known numbers ---------------------------
 
 def fake_run(root, method, pair, seed, top1, train_s, *, preset=None, status="completed", data_scale=0,
-             dataset="cifar10", teacher_top1=95.0, flops=1e12):
+             dataset="cifar10", teacher_top1=95.0, flops=1e12, steps_per_epoch=5):
     """A run directory as the harness leaves it (summary, config, environment), with
     the given numbers: train seconds split 3:1 between synthesis and distillation."""
     from dfkd_bench.summary import RunSummary, run_label
@@ -63,7 +63,7 @@ def fake_run(root, method, pair, seed, top1, train_s, *, preset=None, status="co
     summary = RunSummary(
         status=status, reason="" if status == "completed" else "killed", name=name, method=method, preset=preset,
         dataset=dataset, pair=pair, teacher=teacher, student=student, seed=seed, data_scale=data_scale, epochs=10,
-        epochs_done=10 if status == "completed" else 4, steps_per_epoch=5, final_top1=top1, best_top1=top1 + 1,
+        epochs_done=10 if status == "completed" else 4, steps_per_epoch=steps_per_epoch, final_top1=top1, best_top1=top1 + 1,
         teacher_top1=teacher_top1, seconds={"synthesis": 0.75 * train_s, "distillation": 0.25 * train_s,
                                             "evaluation": 1.0, "checkpoint": 0.5},
         costs={"teacher_forward_images": 1000, "student_forward_images": 500, "student_backward_images": 500},

@@ -18,10 +18,11 @@ PAIR = "resnet32-resnet8"
 def test_the_numbers_of_a_small_study(tmp_path, capsys):
     root = tmp_path / "runs"
     for seed, sign in ((0, 1), (1, -1)):
-        fake_run(root, "ssdkd", PAIR, seed, 20.0 + sign, 100.0, preset="cpu", data_scale=256)
+        fake_run(root, "ssdkd", PAIR, seed, 20.0 + sign, 100.0, preset="cpu", data_scale=256, steps_per_epoch=2)
         fake_run(root, "fast", PAIR, seed, 30.0 + sign, 400.0, preset="fast2-cpu", data_scale=5000)
         fake_run(root, "noise", PAIR, seed, 12.0 + sign, 50.0, preset="cpu")
     fake_run(root, "fast", PAIR, 0, 50.0, 1000.0, preset="fast10-cpu")
+    fake_run(root, "ssdkd", PAIR, 0, 21.0, 250.0, preset="cpu-40steps", steps_per_epoch=40)
     fake_run(root, "ssdkd", PAIR, 0, 25.0, 150.0, preset="cpu", data_scale=1250)
     fake_run(root, "ssdkd", PAIR, 0, 40.0, 300.0, preset="cpu", data_scale=5000)
     # ablations in the paper's order but for the last two, which swap
@@ -43,6 +44,10 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
     assert "| fast-fast10-cpu | 50.00 [1] | 1,000 | 1,002 | -30.00 | 0.100 | 0.101 |" in text
     assert "| fast5 | not run |" in text
     assert "Fast10 - Fast2: +20.00 points (Fast10 50.00 [1], Fast2 30.00 ± 1.41 [2])." in text
+    # the step control: the 256 buffer with 40 KD steps an epoch (21.0, 250 s) against its 2 (20.0, 100 s)
+    assert "| ssdkd-cpu | 256 | 2 | 20.00 ± 1.41 [2] | 100 |" in text
+    assert "| ssdkd-cpu-40steps | preset | 40 | 21.00 [1] | 250 |" in text
+    assert "The control minus the main row: +1.00 points for 2.50x its train time." in text
     # noise 12 ± 1.41: Fast10 is 38 points (26.9 stds) above it
     assert "| fast-fast10-cpu | 50.00 [1] | +38.00 | 26.9 |" in text
     # the full method at 1,250 (25) falls below +PS (26): 14 of 15 pairs agree, (14 - 1) / 15
@@ -54,7 +59,7 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
     assert "of it augmentation not recorded" in text  # these fake runs time no augmentation phase
     # SSD-KD at 256, 1,250, 5,000 with train 100, 150, 300 s: least squares 0.0416 s a sample, 93.2 s
     assert "| ssdkd:cpu | 3 | 256: 20.00, 1,250: 25.00, 5,000: 40.00 | 0.0416 | 93.2 | 0.998 |" in text
-    assert "- 16 runs on Test CPU, 2 thread(s), ?" in text
-    assert "Runs: 16 completed, 3,824 s of one thread each" in text
+    assert "- 17 runs on Test CPU, 2 thread(s), ?" in text
+    assert "Runs: 17 completed, 4,076 s of one thread each" in text
     assert "Teacher: 10,800 s wall-clock on 2 thread(s) (7,200 s for the first cycle, 3,600 s for the second), " \
            "6.0 core-hours." in text
