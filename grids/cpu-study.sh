@@ -30,8 +30,18 @@ for run in reports/cpu-study/runs/*/; do
   name=$(basename "$run")
   [ -e "results/cpu-study/runs/$name" ] || cp -r "$run" "results/cpu-study/runs/$name"
 done
-# 3. The grid.
+# 3. The grid. Every EXPORT_EVERY seconds meanwhile, the runs completed so far are exported
+#    (step 4's first command), so a study cut short by a session's end or a preemption keeps its
+#    finished runs in the tracked tree even where results/ is lost with the machine.
+EXPORT_EVERY=${EXPORT_EVERY:-300}
+( while sleep "$EXPORT_EVERY"; do
+    python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs >/dev/null || true
+  done ) &
+exporter=$!
+trap 'kill "$exporter" 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
 dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
+kill "$exporter" 2>/dev/null || true
 # 4. The records the report reads (no checkpoints), then the findings' numbers and the report from
 #    them alone.
 python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs
