@@ -129,9 +129,12 @@ def ablations(exp: pd.DataFrame) -> list[str]:
     for p in ("no-ps-cpu", "no-difficulty-cpu", "no-diversity-cpu", "no-balance-cpu", "none-cpu"):
         r = find(exp, "ssdkd", p, ABLATION_SCALE)
         if full is not None and r is not None:
-            drops.append(f"{p}: {r.top1_mean - full.top1_mean:+.2f}")
+            # the difference's standard error over seeds (Welch), where both rows have two or more
+            se = math.sqrt(r.top1_std ** 2 / r.seeds + full.top1_std ** 2 / full.seeds)
+            drops.append(f"{p}: {r.top1_mean - full.top1_mean:+.2f}" + ("" if math.isnan(se) else f" (SE {se:.2f})"))
     if drops:
-        lines += ["", "Each ablation minus the full method at 1,250 (points): " + "; ".join(drops) + "."]
+        lines += ["", "Each ablation minus the full method at 1,250 (points; SE: the difference's standard error "
+                      "over seeds): " + "; ".join(drops) + "."]
     return lines + [""]
 
 

@@ -54,7 +54,7 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
     assert "| +PS | no-balance-cpu | 26.00 [1] | 1 | 90.28 (2) | 87.19 |" in text
     assert "| full (PS + both terms) | cpu | 25.00 [1] | 2 | 92.92 (1) | 88.07 |" in text
     assert "over the 6 rows run: 0.87" in text
-    assert "no-ps-cpu: -7.00; no-balance-cpu: +1.00; none-cpu: -10.00." in text
+    assert "over seeds): no-ps-cpu: -7.00; no-balance-cpu: +1.00; none-cpu: -10.00." in text  # one seed: no SE
     assert "- augmentation adds +3.00 points for 1.50x the train time" in text
     assert "of it augmentation not recorded" in text  # these fake runs time no augmentation phase
     # SSD-KD at 256, 1,250, 5,000 with train 100, 150, 300 s: least squares 0.0416 s a sample, 93.2 s
@@ -63,3 +63,14 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
     assert "Runs: 17 completed, 4,076 s of one thread each" in text
     assert "Teacher: 10,800 s wall-clock on 2 thread(s) (7,200 s for the first cycle, 3,600 s for the second), " \
            "6.0 core-hours." in text
+
+
+def test_an_ablation_difference_carries_its_standard_error(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed, (full, no_ps) in enumerate([(24.0, 18.0), (26.0, 20.0)]):  # 25 ± 1.41 and 19 ± 1.41
+        fake_run(root, "ssdkd", PAIR, seed, full, 150.0, preset="cpu", data_scale=1250)
+        fake_run(root, "ssdkd", PAIR, seed, no_ps, 150.0, preset="no-ps-cpu", data_scale=1250)
+    assert study_numbers.main([str(root)]) == 0
+    text = capsys.readouterr().out
+    # sqrt(2 / 2 + 2 / 2) = 1.41
+    assert "over seeds): no-ps-cpu: -6.00 (SE 1.41)." in text
