@@ -99,8 +99,9 @@ def row_names(exp: pd.DataFrame) -> pd.Series:
 
 
 def is_reference(exp: pd.DataFrame) -> pd.Series:
-    """Rows that use real data (scratch, kd): references, never a column's best."""
-    return exp["label"].isin([k for k in REFERENCE_ROWS if k != "teacher"])
+    """Rows that use real data (scratch, kd, at any preset or data scale): references, never a
+    column's best."""
+    return exp["method"].isin([k for k in REFERENCE_ROWS if k != "teacher"])
 
 
 def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:

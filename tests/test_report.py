@@ -63,7 +63,8 @@ def fake_run(root, method, pair, seed, top1, train_s, *, preset=None, status="co
     summary = RunSummary(
         status=status, reason="" if status == "completed" else "killed", name=name, method=method, preset=preset,
         dataset=dataset, pair=pair, teacher=teacher, student=student, seed=seed, data_scale=data_scale, epochs=10,
-        epochs_done=10 if status == "completed" else 4, steps_per_epoch=steps_per_epoch, final_top1=top1, best_top1=top1 + 1,
+        epochs_done=10 if status == "completed" else 4, steps_per_epoch=steps_per_epoch, final_top1=top1,
+        best_top1=top1 + 1,
         teacher_top1=teacher_top1, seconds={"synthesis": 0.75 * train_s, "distillation": 0.25 * train_s,
                                             "evaluation": 1.0, "checkpoint": 0.5},
         costs={"teacher_forward_images": 1000, "student_forward_images": 500, "student_backward_images": 500},
@@ -111,6 +112,24 @@ def test_paper_table_layout_bold_missing_and_time_units(tree, tmp_path):
     # the running run is listed, not averaged
     assert len(rep.unfinished) == 1 and "`cifar10__resnet34-resnet18__ssdkd__n0__s2` | running | 4/10" in \
         (tmp_path / "rep" / "index.md").read_text()
+
+
+def test_kd_at_a_preset_and_data_scale_is_a_reference_never_the_bold_best(tmp_path):
+    from dfkd_bench import report
+
+    root = tmp_path / "results"
+    pair = "resnet32-resnet8"
+    for scale in (500, 5000):
+        fake_run(root, "kd", pair, 0, 60.0 + scale / 1000, 100.0, preset="cpu", data_scale=scale)
+    fake_run(root, "scratch", pair, 0, 70.0, 100.0, preset="cpu")
+    fake_run(root, "fast", pair, 0, 40.0, 100.0, preset="fast2-cpu")
+    report.write_report(root, tmp_path / "rep", figures=False)
+    lines = [line for line in (tmp_path / "rep" / "table__cifar10.md").read_text().splitlines()
+             if line.startswith("| ")]
+    # the data-free row comes first and holds the bold; real-data rows follow, plain
+    assert lines[2] == "| fast-fast2-cpu | **40.00 (100 s) [1]** |"
+    assert sorted(lines[3:]) == ["| kd-cpu (N=5,000) | 65.00 (100 s) [1] |", "| kd-cpu (N=500) | 60.50 (100 s) [1] |",
+                                 "| scratch-cpu | 70.00 (100 s) [1] |"]
 
 
 def test_speedup_and_cost_tables(tree, tmp_path):
