@@ -211,7 +211,8 @@ def main(argv=None) -> int:
     text = "\n".join(["# The CPU study's numbers", "",
                       f"Computed by `python benchmarks/study_numbers.py {args.results}` from the run records alone "
                       f"({len(done)} completed runs, {len(exp)} experiments).", "",
-                      *ssdkd_vs_fast(exp), *step_control(exp, done), *noise_floor(exp), *ablations(exp), *dda(exp), *scale_slopes(exp),
+                      *ssdkd_vs_fast(exp), *step_control(exp, done), *noise_floor(exp), *ablations(exp), *dda(exp),
+                      *scale_slopes(exp),
                       *machines_and_time(done, Path(args.teacher) if args.teacher else None)])
     print(text)
     if args.out:
