@@ -98,11 +98,11 @@ def noise_floor(exp: pd.DataFrame) -> list[str]:
     lines += [f"Noise (KD on Gaussian noise): {_mean_std(noise)}.", "",
               "| row | top-1 % | above noise (points) | above noise / combined std |", "|---|---:|---:|---:|"]
     data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
-    noise_var = 0.0 if pd.isna(noise.top1_std) else float(noise.top1_std) ** 2
     for r in data_free.itertuples(index=False):
         margin = r.top1_mean - noise.top1_mean
-        # the margin in units of both rows' seed spread (noise's is 0 when every seed ends at chance)
-        spread = math.sqrt(noise_var + (0.0 if pd.isna(r.top1_std) else float(r.top1_std) ** 2))
+        # the margin in units of both rows' seed spread (noise's is 0 when every seed ends at chance;
+        # a one-seed row has none)
+        spread = math.hypot(*(0.0 if pd.isna(x.top1_std) else float(x.top1_std) for x in (noise, r)))
         ratio = margin / spread if spread > 0 else math.nan
         scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
         lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio:.1f} |")
