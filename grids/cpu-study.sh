@@ -15,6 +15,8 @@ DATA=../shared/data/cifar10-jpg
 TEACHER=reports/cpu-study/teachers/resnet32.pt
 SEEDS=${SEEDS:-"0,1,2"}
 WORKERS=${WORKERS:-2}
+# The records the report reads (no checkpoints) of every completed run, into the tracked tree.
+export_runs() { python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs; }
 
 # 1. The very teacher every run distils from, checked against its committed sha256.
 if ! dfkd-bench teachers verify --dataset cifar10 --arch resnet32 --data-root "$DATA" --cache-dir "$CACHE"; then
@@ -31,11 +33,11 @@ for run in reports/cpu-study/runs/*/; do
   [ -e "results/cpu-study/runs/$name" ] || cp -r "$run" "results/cpu-study/runs/$name"
 done
 # 3. The grid. Every EXPORT_EVERY seconds meanwhile, the runs completed so far are exported
-#    (step 4's first command), so a study cut short by a session's end or a preemption keeps its
+#    (export_runs), so a study cut short by a session's end or a preemption keeps its
 #    finished runs in the tracked tree even where results/ is lost with the machine.
 EXPORT_EVERY=${EXPORT_EVERY:-300}
 ( while sleep "$EXPORT_EVERY"; do
-    python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs >/dev/null || true
+    export_runs >/dev/null || true
   done ) &
 exporter=$!
 trap 'kill "$exporter" 2>/dev/null || true' EXIT
@@ -44,7 +46,7 @@ dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
 kill "$exporter" 2>/dev/null || true
 # 4. The records the report reads (no checkpoints), then the findings' numbers and the report from
 #    them alone.
-python benchmarks/export_runs.py results/cpu-study/runs reports/cpu-study/runs
+export_runs
 python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-study/teachers/resnet32.json \
   --out reports/cpu-study/numbers.md
 dfkd-bench report --results reports/cpu-study/runs --out reports/cpu-study --baseline fast-fast2-cpu \
