@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -110,6 +111,18 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def _lock_holder(fd: int) -> str:
+    """Who holds the lock on ``fd``, as the holder wrote it. A holder writes itself just after
+    it takes the lock, so a lock file created a moment ago can still be empty: wait up to a
+    second for the name before saying "another process"."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "another process"
+        time.sleep(0.01)
+
+
 class RunDir:
     """One directory per (resolved config, seed)."""
 
@@ -142,11 +155,14 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise RunLocked(f"run {self.path.name} is being written by {holder}; skipped it") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"process {os.getpid()} on {platform.node()} since "
-                          f"{dt.datetime.now().isoformat(timespec='seconds')}".encode(), 0)
+                raise RunLocked(f"run {self.path.name} is being written by {_lock_holder(fd)}; "
+                                "skipped it") from None
+            # the new holder over the old one, then cut what is left of a longer old one: the
+            # file is never empty once a holder has written itself
+            holder = (f"process {os.getpid()} on {platform.node()} since "
+                      f"{dt.datetime.now().isoformat(timespec='seconds')}").encode()
+            os.pwrite(fd, holder, 0)
+            os.ftruncate(fd, len(holder))
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock

@@ -88,6 +88,33 @@ def test_a_locked_run_is_skipped_with_the_holder_named(capsys, tmp_path, tiny_zo
     assert harness.run(spec).status == "completed"  # the lock went with its holder
 
 
+def test_a_holder_that_has_not_written_its_name_yet_is_waited_for(tmp_path):
+    """The race CI hit: the second process met the lock between the holder's flock and its
+    write of its name, read an empty file and said "another process"."""
+    import fcntl
+    import threading
+
+    rundir = store.RunDir(tmp_path, "run")
+    rundir.path.mkdir(parents=True)
+    fd = os.open(rundir.file(store.LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, name not written yet
+        late = threading.Timer(0.2, os.pwrite, (fd, b"process 4242 on node7 since now", 0))
+        late.start()
+        with pytest.raises(RunLocked, match="being written by process 4242 on node7"):
+            with rundir.lock():
+                pass
+        late.join()
+        os.ftruncate(fd, 0)  # a holder that never writes its name: named generically, in bounded time
+        with pytest.raises(RunLocked, match="being written by another process"):
+            with rundir.lock():
+                pass
+    finally:
+        os.close(fd)
+    with rundir.lock():  # released: the lock is taken and its holder written in full
+        assert rundir.file(store.LOCK).read_text().startswith(f"process {os.getpid()} on ")
+
+
 def test_the_kernel_releases_the_lock_of_a_killed_process(tmp_path, tiny_zoo):
     spec = smoke_spec("kd", tmp_path / "r")
     rundir = harness.run_dir(spec)
@@ -113,7 +140,10 @@ def test_two_identical_commands_at_once_write_each_epoch_once(tmp_path, tiny_zoo
             "--set", "steps=20", "--set", "synth_batch=32", "--out", str(out)]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    results = []
+    for p in procs:
+        err = p.communicate(timeout=300)[1]  # reads both pipes while waiting: never a full pipe
+        results.append((p.returncode, err))
     (run,) = out.iterdir()
     epochs = [r["epoch"] for r in store.RunDir(out, run.name).read_metrics() if r["event"] == "epoch"]
     assert epochs == [0, 1, 2, 3]
