@@ -174,7 +174,7 @@ def cmd_report(args) -> int:
                             "give a markdown file") from None
     try:
         rep = report.write_report(results, out, pairs=args.pair, datasets=args.dataset, methods=args.methods,
-                                  baseline=args.baseline, preamble=preamble)
+                                  baseline=args.baseline, preamble=preamble, figure_exclude=args.figure_exclude)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
     rows, problems, files = rep.rows, rep.problems, rep.files
@@ -315,6 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--preamble", default=None, metavar="FILE",
                      help="a markdown file put at the top of index.md (a study's command, findings); the "
                           "generated report follows it under its own heading")
+    rep.add_argument("--figure-exclude", type=_csv, default=None, metavar="METHODS",
+                     help="methods, labels or presets (comma-separated) kept in every table but left out of the "
+                          "accuracy-vs-cost and learning-curve figures, e.g. a study's ablations")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
                         description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "

@@ -688,13 +688,22 @@ def synthetic_data_comparison(df: pd.DataFrame, out_dir: Path,
 
 # --- all of them -----------------------------------------------------------------------------
 
-def write_figures(df: pd.DataFrame, out_dir: Path) -> list[FigureInfo]:
+def write_figures(df: pd.DataFrame, out_dir: Path, leave_out: Iterable[str] = ()) -> list[FigureInfo]:
     """Every figure the runs of ``df`` support, under ``out_dir``; a figure with nothing
-    to show (no data-scale grid, no diagnostics, no evaluated epochs) is not made."""
+    to show (no data-scale grid, no diagnostics, no evaluated epochs) is not made.
+    Labels in ``leave_out`` (a study's ablations, say) are not drawn in the overview
+    figures (accuracy against time and FLOPs, learning curves), whose captions name them;
+    the data-scale and synthetic-data figures keep them."""
     done = completed_runs(df) if not df.empty else df
     if done.empty:
         return []
     styles = method_styles(done["label"])  # one map for every figure of the report
-    return (accuracy_vs_time(done, out_dir, styles) + accuracy_vs_flops(done, out_dir, styles)
-            + learning_curves(done, out_dir, styles) + data_scale_curves(done, out_dir, styles)
+    left = done["label"].isin(set(leave_out))
+    overview = [f(done[~left], out_dir, styles) for f in (accuracy_vs_time, accuracy_vs_flops, learning_curves)]
+    for info in (info for infos in overview for info in infos):
+        mine = done[left & (done["dataset"] == info.dataset) & (done["pair"] == info.pair)]
+        if not mine.empty:
+            info.caption += (" Left out of this figure, kept in the tables: "
+                             f"{', '.join(_name(lab) for lab in sorted(set(mine['label'])))}.")
+    return (sum(overview, []) + data_scale_curves(done, out_dir, styles)
             + synthetic_data_comparison(done, out_dir, styles) + synthetic_data_figures(done, out_dir, styles))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import store, tables
+from .errors import UserError
 from .summary import COST_SUFFIXES, RunSummary
 
 GROUP = ["dataset", "pair", "label", "data_scale", "config_id"]
@@ -184,9 +185,14 @@ def select(df: pd.DataFrame, pairs=None, datasets=None, methods=None) -> pd.Data
     if datasets:
         keep &= df["dataset"].isin(datasets)
     if methods:
-        wanted = set(methods)
-        keep &= df.apply(lambda r: bool({r["method"], r["label"], r.get("preset")} & wanted), axis=1)
+        keep &= of_methods(df, methods)
     return df[keep]
+
+
+def of_methods(df: pd.DataFrame, methods) -> pd.Series:
+    """Which rows are of ``methods``: each a method name, a label or a preset name."""
+    wanted = set(methods)
+    return df.apply(lambda r: bool({r["method"], r["label"], r.get("preset")} & wanted), axis=1).astype(bool)
 
 
 def environments(paths) -> list[dict]:
@@ -200,15 +206,26 @@ def environments(paths) -> list[dict]:
 
 
 def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods=None, baseline: str | None = None,
-                 figures: bool = True, preamble: str | None = None) -> Report:
+                 figures: bool = True, preamble: str | None = None, figure_exclude=None) -> Report:
     """Everything ``dfkd-bench report`` writes under ``out``, from the run store under
     ``results`` alone: the flat comparison (markdown, CSV), per data set the paper-style
     table, the cost table and (with ``baseline``) the speed-up table as markdown, CSV and
     LaTeX, the figures (PNG and PDF), and ``index.md`` embedding them all (after
-    ``preamble``, a markdown text, when one is given)."""
+    ``preamble``, a markdown text, when one is given). Runs of ``figure_exclude`` (names,
+    labels or presets, as ``methods``) stay in every table but out of the overview
+    figures; a name there that matches no run is an error, raised before anything is
+    written."""
     df, problems = load_summaries(results)
     if not df.empty:
         df = select(df, pairs, datasets, methods)
+    leave_out: set[str] = set()
+    for name in figure_exclude or ():
+        hit = df[of_methods(df, [name])] if not df.empty else df
+        if hit.empty:
+            known = sorted(set(df["label"])) if not df.empty else []
+            raise UserError(f"--figure-exclude {name!r} matches no run in {results}; accepted: a method name, "
+                            f"label or preset of a run there ({', '.join(known) or 'none'})")
+        leave_out |= set(hit["label"])
     table = comparison_table(df) if not df.empty else pd.DataFrame()
     rows = format_rows(table) if not table.empty else []
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +256,7 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
     if figures and not done.empty:
         from . import figures as figs
 
-        figure_infos = figs.write_figures(done, out / "figures")
+        figure_infos = figs.write_figures(done, out / "figures", leave_out)
         files += [p for info in figure_infos for p in (info.path_png, info.path_pdf)]
     for dataset, exp in (exp_all.groupby("dataset") if not exp_all.empty else []):
         runs = done[done["dataset"] == dataset]
@@ -288,7 +305,6 @@ def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
     """The samples a method's student sees an epoch at its preset with nothing changed
     (the data scale where the preset sets one, else KD steps x batch), or None for a
     method or preset this installation does not know."""
-    from .errors import UserError
     from .plan import configure
     from .registry import METHODS, discover_methods
 

@@ -269,3 +269,28 @@ def test_the_fig2_comparison_lays_the_published_pool_methods_at_their_presets_ov
     lone = tmp_path / "lone"
     make_run(lone, "fast", 0, 50.0, 80.0, preset="fast10-cpu", diagnostics=pool_arrays(0))
     assert figures.synthetic_data_comparison(load_summaries(lone)[0], tmp_path / "out2") == []
+
+
+def test_left_out_labels_leave_the_overview_figures_but_not_the_others(df, written, tmp_path):
+    infos = by_stem(figures.write_figures(df, tmp_path, leave_out={"cmi"}))
+    drawn = by_stem(written[1])  # the same figures with nothing left out
+    styles = figures.method_styles(df[df["status"] == "completed"]["label"])  # the map still has cmi
+    time_fig = infos["acc_vs_time__cifar10__resnet20-resnet8"]
+    assert "Pareto front of the data-free methods (ssdkd, fast-fast2);" in time_fig.caption  # cmi's point is gone
+    for stem in ("acc_vs_time__cifar10__resnet20-resnet8", "acc_vs_flops__cifar10__resnet20-resnet8",
+                 "learning_curves__cifar10__resnet20-resnet8"):
+        assert infos[stem].caption.endswith(" Left out of this figure, kept in the tables: cmi."), stem
+        assert colour_pixels(drawn[stem].path_png, styles["cmi"].color) > 20, stem
+        assert colour_pixels(infos[stem].path_png, styles["cmi"].color) == 0, stem
+        assert colour_pixels(infos[stem].path_png, styles["ssdkd"].color) > 20, stem  # colours unchanged
+    assert "Left out" not in infos["acc_vs_time__digits__cnn_s-cnn_s"].caption  # no cmi there to leave out
+
+
+def test_a_figure_exclude_matching_no_run_is_a_one_line_error_before_anything_is_written(tree, tmp_path, capsys):
+    from dfkd_bench.cli import main
+
+    out = tmp_path / "rep"
+    assert main(["report", "--results", str(tree), "--out", str(out), "--figure-exclude", "cmi,nosuch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--figure-exclude 'nosuch' matches no run" in err and "fast-fast2" in err
+    assert not out.exists()
