@@ -45,9 +45,10 @@ trap 'exit 130' INT TERM
 dfkd-bench sweep "$GRID" --seeds "$SEEDS" --workers "$WORKERS"
 kill "$exporter" 2>/dev/null || true
 # 4. The records the report reads (no checkpoints), then the findings' numbers and the report from
-#    them alone.
+#    them alone; the Table 4 ablations are in the tables, not in the overview figures.
 export_runs
 python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-study/teachers/resnet32.json \
   --out reports/cpu-study/numbers.md
 dfkd-bench report --results reports/cpu-study/runs --out reports/cpu-study --baseline fast-fast2-cpu \
-  --preamble reports/cpu-study/findings.md
+  --preamble reports/cpu-study/findings.md \
+  --figure-exclude no-ps-cpu,no-difficulty-cpu,no-diversity-cpu,no-balance-cpu,none-cpu,only-difficulty-cpu,only-diversity-cpu
