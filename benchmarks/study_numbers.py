@@ -9,6 +9,7 @@ Sections: SSD-KD against Fast2 and Fast10 (accuracy, and its train and total tim
 fraction of theirs), Fast10 against Fast2, every data-free method against the noise
 floor, the Table 4 ablations beside the paper's column with the rank agreement, DDA's
 augmentation (accuracy gained, seconds spent), the data-scale sweep's train-time slopes,
+the real-data references (and the real subset KD needs to match each data-free row),
 the machines the runs ran on, and the study's CPU time (teacher included). A section
 whose runs are not there yet says so instead of a number.
 """
@@ -168,6 +169,53 @@ def scale_slopes(exp: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def real_references(exp: pd.DataFrame, teacher: Path | None) -> list[str]:
+    """The real-data rows (teacher, the student from scratch, KD on all data and on each
+    real subset) and, for every data-free row, the size of the real subset that KD would
+    need for the same top-1: interpolated linearly in log N between the subset points."""
+    lines = ["## Against real data", ""]
+    top1 = json.loads(teacher.read_text()).get("top1") if teacher is not None and teacher.is_file() else None
+    if top1 is not None:
+        lines.append(f"- teacher: {top1:.2f}%")
+    scratch, kd_all = find(exp, "scratch", "cpu", 0), find(exp, "kd", "cpu", 0)
+    for name, row in (("student from scratch, all 50,000 images", scratch), ("KD on all 50,000 images", kd_all)):
+        lines.append(f"- {name}: {_mean_std(row)}" + ("" if row is None else f", train {row.train_seconds:,.0f} s"))
+    subsets = exp[(exp["method"] == "kd") & (exp["preset"] == "cpu") & (exp["data_scale"] > 0)]
+    subsets = subsets.sort_values("data_scale")
+    points = [(float(r.data_scale), float(r.top1_mean)) for r in subsets.itertuples(index=False)]
+    if kd_all is not None:
+        points.append((50000.0, float(kd_all.top1_mean)))
+    lines.append("")
+    if len(points) < 2:
+        return lines + ["KD on real subsets has not run at two sizes yet.", ""]
+    lines += ["| data-free row | top-1 % | % of KD on all data | real images KD needs for it |", "|---|---:|---:|---:|"]
+    data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
+    for r in data_free.itertuples(index=False):
+        share = "-" if kd_all is None else f"{100 * r.top1_mean / kd_all.top1_mean:.0f}"
+        lines.append(f"| {r.label}{_scale(r)} | {r.top1_mean:.2f} | {share} | {real_equivalent(points, r.top1_mean)} |")
+    return lines + ["", "The last column reads the row's top-1 off the KD-on-a-real-subset curve (sizes "
+                        + ", ".join(f"{int(n):,}" for n, _ in points) + "), linearly in log N; '<' and '>' where "
+                        "it falls outside the curve. The curve is the mean over seeds and assumed monotone. KD on all "
+                        "data runs its preset's epochs, which may differ from the subsets' (the study: 15 against 30).",
+                        ""]
+
+
+def _scale(r) -> str:
+    return f" (N={int(r.data_scale):,})" if r.data_scale > 0 else ""
+
+
+def real_equivalent(points: list[tuple[float, float]], top1: float) -> str:
+    """The real-subset size at which KD's curve ``points`` ((size, top-1), sorted by size)
+    reaches ``top1``, interpolated linearly in log size; "<first" / ">last" outside it."""
+    if top1 < points[0][1]:
+        return f"<{int(points[0][0]):,}"
+    for (n0, a0), (n1, a1) in zip(points, points[1:]):
+        if a0 <= top1 <= a1 and a1 > a0:
+            t = (top1 - a0) / (a1 - a0)
+            return f"{math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0))):,.0f}"
+    return f">{int(points[-1][0]):,}"
+
+
 def machines_and_time(runs: pd.DataFrame, teacher: Path | None) -> list[str]:
     lines = ["## Machines and CPU time", ""]
     envs = {}
@@ -212,7 +260,7 @@ def main(argv=None) -> int:
                       f"Computed by `python benchmarks/study_numbers.py {args.results}` from the run records alone "
                       f"({len(done)} completed runs, {len(exp)} experiments).", "",
                       *ssdkd_vs_fast(exp), *step_control(exp, done), *noise_floor(exp), *ablations(exp), *dda(exp),
-                      *scale_slopes(exp),
+                      *scale_slopes(exp), *real_references(exp, Path(args.teacher) if args.teacher else None),
                       *machines_and_time(done, Path(args.teacher) if args.teacher else None)])
     print(text)
     if args.out:

@@ -74,3 +74,27 @@ def test_an_ablation_difference_carries_its_standard_error(tmp_path, capsys):
     text = capsys.readouterr().out
     # sqrt(2 / 2 + 2 / 2) = 1.41
     assert "over seeds): no-ps-cpu: -6.00 (SE 1.41)." in text
+
+
+def test_data_free_rows_are_read_off_the_real_subset_curve(tmp_path, capsys):
+    root = tmp_path / "runs"
+    fake_run(root, "kd", PAIR, 0, 30.0, 50.0, preset="cpu", data_scale=500)
+    fake_run(root, "kd", PAIR, 0, 60.0, 100.0, preset="cpu", data_scale=5000)
+    fake_run(root, "kd", PAIR, 0, 80.0, 900.0, preset="cpu")
+    fake_run(root, "scratch", PAIR, 0, 65.0, 300.0, preset="cpu")
+    for method, top1 in (("cmi", 45.0), ("dafl", 20.0), ("deepinv", 70.0)):
+        fake_run(root, method, PAIR, 0, top1, 200.0, preset="cpu")
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({"top1": 89.67}))
+    assert study_numbers.main([str(root), "--teacher", str(teacher)]) == 0
+    text = capsys.readouterr().out
+    assert "- teacher: 89.67%" in text
+    assert "- student from scratch, all 50,000 images: 65.00 [1], train 300 s" in text
+    assert "- KD on all 50,000 images: 80.00 [1], train 900 s" in text
+    # 45 is halfway from 30 (500) to 60 (5,000): sqrt(500 * 5,000) = 1,581 in log N; 45 / 80 = 56%
+    assert "| cmi-cpu | 45.00 | 56 | 1,581 |" in text
+    assert "| dafl-cpu | 20.00 | 25 | <500 |" in text
+    # 70 is halfway from 60 (5,000) to KD on all 50,000 (80): sqrt(5,000 * 50,000) = 15,811
+    assert "| deepinv-cpu | 70.00 | 88 | 15,811 |" in text
+    assert "sizes 500, 5,000, 50,000" in text
+    assert study_numbers.real_equivalent([(500.0, 30.0), (5000.0, 60.0)], 61.0) == ">5,000"
