@@ -104,9 +104,10 @@ def noise_floor(exp: pd.DataFrame) -> list[str]:
         # the margin in units of both rows' seed spread (noise's is 0 when every seed ends at chance;
         # a one-seed row has none)
         spread = math.hypot(*(0.0 if pd.isna(x.top1_std) else float(x.top1_std) for x in (noise, r)))
-        ratio = margin / spread if spread > 0 else math.nan
+        # no spread on either side (every seed of both at chance, say): the ratio is undefined
+        ratio = f"{margin / spread:.1f}" if spread > 0 else "no spread"
         scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
-        lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio:.1f} |")
+        lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
     return lines + [""]
 
 

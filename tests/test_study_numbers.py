@@ -98,3 +98,16 @@ def test_data_free_rows_are_read_off_the_real_subset_curve(tmp_path, capsys):
     assert "| deepinv-cpu | 70.00 | 88 | 15,811 |" in text
     assert "sizes 500, 5,000, 50,000" in text
     assert study_numbers.real_equivalent([(500.0, 30.0), (5000.0, 60.0)], 61.0) == ">5,000"
+
+
+def test_a_row_at_the_noise_floor_with_no_spread_has_no_ratio(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        fake_run(root, "noise", PAIR, seed, 10.0, 50.0, preset="cpu")
+        fake_run(root, "zskt", PAIR, seed, 10.0, 600.0, preset="cpu")
+        fake_run(root, "dfq", PAIR, seed, 30.0 + seed, 600.0, preset="cpu")
+    assert study_numbers.main([str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "| zskt-cpu | 10.00 ± 0.00 [2] | +0.00 | no spread |" in text
+    # 30.5 ± 0.71 against 10 ± 0: 20.5 / 0.71 = 29.0
+    assert "| dfq-cpu | 30.50 ± 0.71 [2] | +20.50 | 29.0 |" in text
