@@ -195,6 +195,14 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _scale_text(data_scale: float, real: bool) -> str:
+    """A point's data scale as written beside it: 1.25k; a run at scale 0 is on all the real
+    images (a real-data baseline) or at its preset's own scale (a data-free method)."""
+    if data_scale:
+        return _short(data_scale)
+    return "all" if real else "preset"
+
+
 def _log_x(ax: Axes) -> None:
     """Log x with ticks at powers of ten when the data span three or more, else at the
     first of 1-2-5, 1-2-3-5 and 1-1.5-2-3-4-5-6-8 steps that gives four (two for the
@@ -297,7 +305,7 @@ def _accuracy_vs_cost(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style
                                          if not several and mine["data_scale"].iloc[0] else ""))
             for r in mine.itertuples():
                 if several:
-                    ax.annotate(_short(r.data_scale), (r.x, r.y), xytext=(3, -7), textcoords="offset points",
+                    ax.annotate(_scale_text(r.data_scale, is_real_data(label)), (r.x, r.y), xytext=(3, -7), textcoords="offset points",
                                 fontsize=5, color=style.color)
         # The front is over the data-free methods: a baseline that sees the real data is
         # the reference they are read against, not a contender.

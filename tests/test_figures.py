@@ -124,6 +124,13 @@ def test_pareto_front_keeps_exactly_the_undominated_points():
     assert figures.pareto_front(points) == ["f", "a", "b", "d"]
 
 
+def test_a_point_at_scale_0_says_all_for_real_data_and_preset_otherwise():
+    assert figures._scale_text(1250, real=True) == "1.25k"
+    assert figures._scale_text(500, real=False) == "500"
+    assert figures._scale_text(0, real=True) == "all"
+    assert figures._scale_text(0, real=False) == "preset"
+
+
 def test_fit_line_recovers_a_known_line():
     fit = figures.fit_line([100, 200, 400, 800], [60, 110, 210, 410])
     assert fit.slope == pytest.approx(0.5) and fit.intercept == pytest.approx(10.0) and fit.r2 == pytest.approx(1.0)
