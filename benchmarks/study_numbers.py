@@ -106,8 +106,7 @@ def noise_floor(exp: pd.DataFrame) -> list[str]:
         spread = math.hypot(*(0.0 if pd.isna(x.top1_std) else float(x.top1_std) for x in (noise, r)))
         # no spread on either side (every seed of both at chance, say): the ratio is undefined
         ratio = f"{margin / spread:.1f}" if spread > 0 else "no spread"
-        scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
-        lines.append(f"| {r.label}{scale} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
+        lines.append(f"| {r.label}{_scale(r)} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
     return lines + [""]
 
 

@@ -305,8 +305,8 @@ def _accuracy_vs_cost(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style
                                          if not several and mine["data_scale"].iloc[0] else ""))
             for r in mine.itertuples():
                 if several:
-                    ax.annotate(_scale_text(r.data_scale, is_real_data(label)), (r.x, r.y), xytext=(3, -7), textcoords="offset points",
-                                fontsize=5, color=style.color)
+                    ax.annotate(_scale_text(r.data_scale, is_real_data(label)), (r.x, r.y), xytext=(3, -7),
+                                textcoords="offset points", fontsize=5, color=style.color)
         # The front is over the data-free methods: a baseline that sees the real data is
         # the reference they are read against, not a contender.
         named = [(_point_name(r.label, r.data_scale), r.x, r.y) for r in points.itertuples()
