@@ -114,7 +114,8 @@ def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Tabl
     top1 = {(r.row, r.pair): r.top1_mean for r in exp.itertuples(index=False)}
 
     def best_first(rows):
-        return sorted(set(rows), key=lambda row: [-top1.get((row, p), -math.inf) for p in pairs])
+        # ties (every seed at chance, say) by name: a set's order changes from process to process
+        return sorted(set(rows), key=lambda row: ([-top1.get((row, p), -math.inf) for p in pairs], row))
 
     order = [REFERENCE_ROWS["teacher"], *best_first(exp.loc[~exp["ref"], "row"]),
              *best_first(exp.loc[exp["ref"], "row"])]

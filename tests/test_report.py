@@ -114,6 +114,20 @@ def test_paper_table_layout_bold_missing_and_time_units(tree, tmp_path):
         (tmp_path / "rep" / "index.md").read_text()
 
 
+def test_rows_tied_on_top1_come_in_name_order_whatever_the_process(tmp_path):
+    from dfkd_bench import report
+
+    root = tmp_path / "results"
+    # eight methods all at chance: set order would put them in any of 8! orders
+    names = ["dafl", "dfad", "dfq", "zskt", "noise", "deepinv", "cmi", "adi"]
+    for method in names:
+        fake_run(root, method, "resnet32-resnet8", 0, 10.0, 100.0, preset="cpu")
+    report.write_report(root, tmp_path / "rep", figures=False)
+    md = (tmp_path / "rep" / "table__cifar10.md").read_text()
+    rows = [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| ") and "-cpu" in line]
+    assert rows == sorted(f"{m}-cpu" for m in names)
+
+
 def test_kd_at_a_preset_and_data_scale_is_a_reference_never_the_bold_best(tmp_path):
     from dfkd_bench import report
 
