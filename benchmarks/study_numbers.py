@@ -61,7 +61,7 @@ def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
         if r is None:
             lines.append(f"| {key} | not run | | | | | |")
             continue
-        lines.append(f"| {r.label}{f' (N={int(r.data_scale):,})' if r.data_scale else ''} | {_mean_std(r)} | "
+        lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {_mean_std(r)} | "
                      f"{r.train_seconds:,.0f} | {r.total_seconds:,.0f} | {ssd.top1_mean - r.top1_mean:+.2f} | "
                      f"{ssd.train_seconds / r.train_seconds:.3f} | {ssd.total_seconds / r.total_seconds:.3f} |")
     f2, f10 = rows.get("fast2"), rows.get("fast10")
@@ -106,7 +106,7 @@ def noise_floor(exp: pd.DataFrame) -> list[str]:
         spread = math.hypot(*(0.0 if pd.isna(x.top1_std) else float(x.top1_std) for x in (noise, r)))
         # no spread on either side (every seed of both at chance, say): the ratio is undefined
         ratio = f"{margin / spread:.1f}" if spread > 0 else "no spread"
-        lines.append(f"| {r.label}{_scale(r)} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
+        lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
     return lines + [""]
 
 
@@ -192,16 +192,13 @@ def real_references(exp: pd.DataFrame, teacher: Path | None) -> list[str]:
     data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
     for r in data_free.itertuples(index=False):
         share = "-" if kd_all is None else f"{100 * r.top1_mean / kd_all.top1_mean:.0f}"
-        lines.append(f"| {r.label}{_scale(r)} | {r.top1_mean:.2f} | {share} | {real_equivalent(points, r.top1_mean)} |")
+        lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {r.top1_mean:.2f} | {share} | "
+                     f"{real_equivalent(points, r.top1_mean)} |")
     return lines + ["", "The last column reads the row's top-1 off the KD-on-a-real-subset curve (sizes "
                         + ", ".join(f"{int(n):,}" for n, _ in points) + "), linearly in log N; '<' and '>' where "
                         "it falls outside the curve. The curve is the mean over seeds and assumed monotone. KD on all "
                         "data runs its preset's epochs, which may differ from the subsets' (the study: 15 against 30).",
                         ""]
-
-
-def _scale(r) -> str:
-    return f" (N={int(r.data_scale):,})" if r.data_scale > 0 else ""
 
 
 def real_equivalent(points: list[tuple[float, float]], top1: float) -> str:

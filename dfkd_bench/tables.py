@@ -84,6 +84,12 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def scale_suffix(data_scale) -> str:
+    """The text after a row's label where it ran at a data scale, ' (N=1,250)'; none at its
+    default (0)."""
+    return f" (N={int(data_scale):,})" if data_scale else ""
+
+
 def _accuracy(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.2f}" if seeds < 2 or pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
@@ -256,8 +262,7 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
     rows, raw = [], []
     for k in order:
         r = chosen[k]
-        scale = f" (N={int(r.data_scale):,})" if r.data_scale else ""
-        rows.append([k, f"{r.label}{scale} [{int(r.seeds)}]", f"{here[k]:.2f} ({mine[k]})",
+        rows.append([k, f"{r.label}{scale_suffix(r.data_scale)} [{int(r.seeds)}]", f"{here[k]:.2f} ({mine[k]})",
                      *[f"{cols[p][k]:.2f} ({ranks[p][k]})" if k in cols[p] else MISSING for p in published.PAIRS]])
         raw.append({"method": k, "run": r.label, "data_scale": r.data_scale, "seeds": r.seeds, "top1_mean": here[k],
                     **{f"published_{p}": cols[p].get(k) for p in published.PAIRS}})
