@@ -152,6 +152,22 @@ def random_targets(n: int, num_classes: int, device: torch.device, generator: to
     return torch.randint(num_classes, (n,), generator=generator).to(device)
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's total-variation prior as its originals compute it (NVlabs'
+    CIFAR script, the CMI code's deepinv): the L2 norms, each over the whole batch, of
+    the differences between every pixel and its right, lower, lower-left and lower-right
+    neighbours, summed (four norms, not a per-pixel mean: the weights 0.001 and 2.5e-5
+    of the originals are for this scale)."""
+    diffs = (x[:, :, :, :-1] - x[:, :, :, 1:], x[:, :, :-1, :] - x[:, :, 1:, :],
+             x[:, :, 1:, :-1] - x[:, :, :-1, 1:], x[:, :, :-1, :-1] - x[:, :, 1:, 1:])
+    return sum(torch.linalg.vector_norm(d.float()) for d in diffs)
+
+
+def l2_prior(x: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's l2 prior (NVlabs): the L2 norm of the whole image batch."""
+    return torch.linalg.vector_norm(x.float())
+
+
 def roll_flip(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     """DeepInversion's jitter: one random roll of up to ``max_shift`` px in each axis
     and a random horizontal flip, applied to the whole batch."""

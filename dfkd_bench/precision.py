@@ -91,7 +91,13 @@ class FastPath:
         samples, its warm-up steps and the augmentation filter) or ``distillation``
         (student steps and evaluation)."""
         if self.bf16 and self.bf16_phases in ("all", phase):
-            return torch.autocast(self.device_type, dtype=torch.bfloat16)
+            # Autocast keeps the bf16 copy of every leaf that requires grad until the region
+            # ends. A synthesis region spans a method's whole inner loop, whose leaves (pixels,
+            # latents, heads) take optimiser steps inside it: with the cache, every forward
+            # saw them at their first value (issue 30: a pixel inversion's loss stayed at
+            # 16.99 under bf16 where fp32 fell to 0.22). A distillation region holds one
+            # student step's forwards, with the optimiser step outside it, so it keeps the cache.
+            return torch.autocast(self.device_type, dtype=torch.bfloat16, cache_enabled=phase != "synthesis")
         return nullcontext()
 
     def prepare(self, module: nn.Module) -> nn.Module:

@@ -111,6 +111,44 @@ def test_bf16_phases_choose_where_autocast_applies(phases, expected, tiny_zoo, t
     assert isinstance(FastPath("cpu", "fp32", bf16_phases="synthesis").autocast("synthesis"), nullcontext)
 
 
+@pytest.fixture()
+def responsive_tiny_zoo(cache):
+    """The ``tiny`` zoo's random cnn_s teacher with its head scaled 10x, so that its
+    prediction moves with its input within a few pixel steps (the random head's logits
+    barely do)."""
+    from dfkd_bench.teachers import save_teacher
+    from tests.plugins import pixel_inversion, tiny  # noqa: F401  (register the data set and the method)
+
+    torch.manual_seed(0)
+    teacher = build_model("cnn_s", 4, 1)
+    teacher.fc.weight.data *= 10
+    teacher.train()
+    with torch.no_grad():
+        for _ in range(3):
+            teacher(torch.randn(16, 1, 8, 8))
+    save_teacher(teacher, "tiny", "cnn_s", top1=25.0, recipe={"note": "random test teacher, head x10"})
+    return cache
+
+
+def test_a_leaf_trained_inside_synthesize_learns_under_bf16_as_under_fp32(responsive_tiny_zoo, tmp_path):
+    """Issue 30: autocast caches the bf16 copy of a leaf that requires grad until its region
+    ends, and the harness wraps a whole ``synthesize`` in one region. The outside plugin's
+    pixels, trained by 30 Adam steps there, were seen by every forward at their first
+    value: its CE stayed at exactly its first value (1.4710) where fp32 fell to 0.69."""
+    ce = {}
+    for name in ("fp32", "bf16"):
+        summary = harness.run(smoke_spec("pixel_inversion", tmp_path / "r", precision=name))
+        assert summary.status == "completed", summary.reason
+        (record,) = [r for r in store.RunDir(tmp_path / "r", summary.name).read_metrics() if r["event"] == "epoch"]
+        assert record["synth_ce"] < 0.6 * record["synth_ce_first"], (name, record)
+        ce[name] = record["synth_ce"]
+    assert abs(ce["bf16"] - ce["fp32"]) < 0.05, ce
+    with FastPath("cpu", "bf16").autocast("synthesis"):
+        assert not torch.is_autocast_cache_enabled()
+    with FastPath("cpu", "bf16").autocast("distillation"):  # one student step a region: the cache is safe
+        assert torch.is_autocast_cache_enabled()
+
+
 def test_generators_run_in_fp32_inside_a_bf16_autocast():
     """bf16 made Fast's meta-generator diverge (see models.generator); teacher and
     student still run in bf16 around it."""
