@@ -169,7 +169,14 @@ class PriorityReplay(SamplePool):
         return self.images[idx], None if self.labels is None else self.labels[idx], meta
 
     def update_priorities(self, idx: torch.Tensor, priorities: torch.Tensor) -> None:
-        self.priorities[idx] = priorities.detach().float()
+        """Set the priorities of the items ``idx``. Sampling is with replacement, so an
+        item can be drawn more than once in a batch: it gets the mean of its values (its
+        KL on each augmented view it was seen in), not whichever write indexed assignment
+        happens to keep (unspecified, and on CUDA different from run to run)."""
+        prio = self.priorities
+        sums = torch.zeros_like(prio).index_add_(0, idx, priorities.detach().float())
+        counts = torch.zeros_like(prio).index_add_(0, idx, torch.ones_like(sums[idx]))
+        self.data["priorities"] = torch.where(counts > 0, sums / counts.clamp_min(1), prio)
 
     def class_share(self, classes: torch.Tensor) -> torch.Tensor:
         """For each class in ``classes``, the share of the buffer whose teacher class

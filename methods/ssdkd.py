@@ -181,7 +181,10 @@ class SSDKD(Fast):
     def sample_options(self, epoch: int) -> dict:
         if not self.cfg.priority_sampling:
             return {"beta": 0.0}
-        progress = epoch / max(1, self.ctx.run.epochs - 1)
+        # Over the distillation epochs only: counting the warm-up (synthesis-only) rounds
+        # started beta at 0.61 instead of 0.4 in the paper preset (issue 30)
+        run = self.ctx.run
+        progress = (epoch - run.warmup_epochs) / max(1, run.epochs - run.warmup_epochs - 1)
         beta = self.cfg.beta + (self.cfg.beta_final - self.cfg.beta) * progress
         return {"beta": beta, "is_norm": self.cfg.is_norm}
 

@@ -123,6 +123,14 @@ def test_update_priorities_and_class_share():
     assert buf.class_share(torch.tensor([0, 1, 3])).tolist() == [0.5, 0.25, 0.0]
 
 
+def test_an_item_drawn_twice_in_a_batch_gets_the_mean_of_its_priorities():
+    """Issue 30: sampling with replacement draws duplicates; indexed assignment kept an
+    unspecified one of their values."""
+    buf = filled([1.0, 2.0, 3.0, 4.0], classes=[0, 0, 1, 2])
+    buf.update_priorities(torch.tensor([1, 3, 1, 1]), torch.tensor([10.0, 20.0, 30.0, 50.0]))
+    assert buf.priorities.tolist() == [1.0, 30.0, 3.0, 20.0]  # item 1: (10 + 30 + 50) / 3
+
+
 def test_state_round_trip_through_shards_and_state():
     """What a checkpoint keeps: the fixed fields once (``take_unsaved``, oldest first,
     possibly more than the pool still holds) and the mutable ones in ``state_dict``."""

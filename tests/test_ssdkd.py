@@ -81,6 +81,14 @@ def test_beta_anneals_to_one():
     assert make(beta=0.2, beta_final=0.6).sample_options(2)["beta"] == pytest.approx(0.4)
 
 
+def test_beta_anneals_over_the_distillation_epochs_only():
+    """Issue 30: with 2 warm-up rounds of 5, beta is 0.4 at the first KD epoch (2), 0.7 at
+    the next and 1 at the last; counting the warm-up started it at 0.4 + 0.6 * 2/4 = 0.7."""
+    method = make(beta=0.4)
+    method.ctx.run.warmup_epochs = 2
+    assert [method.sample_options(e)["beta"] for e in (2, 3, 4)] == pytest.approx([0.4, 0.7, 1.0])
+
+
 def test_synthesized_batch_carries_priorities_and_enters_the_buffer():
     method = make()
     batch, logs = method.synthesize(0)
@@ -109,9 +117,12 @@ def test_distill_loss_is_is_weighted_and_priorities_refresh():
     method.after_distill_step(sampled, losses)
     refreshed = method.buffer.priorities[meta["index"]]
     expected_prio = meta["is_weight"] * kd_loss(s.detach(), t, 1.0, reduction="none")
-    # duplicates in the index: the last write of each index wins
-    last = {int(i): float(p) for i, p in zip(meta["index"], expected_prio)}
-    assert torch.allclose(refreshed, torch.tensor([last[int(i)] for i in meta["index"]]), atol=1e-6)
+    # an item drawn more than once gets the mean of its values (pool.update_priorities)
+    seen: dict[int, list[float]] = {}
+    for i, p in zip(meta["index"].tolist(), expected_prio.tolist()):
+        seen.setdefault(i, []).append(p)
+    assert torch.allclose(refreshed, torch.tensor([sum(seen[i]) / len(seen[i]) for i in meta["index"].tolist()]),
+                          atol=1e-6)
 
 
 def test_is_norm_reaches_the_sampler_and_bad_values_are_refused():
