@@ -68,11 +68,17 @@ class Feed:
         return self.env.ctx.run.steps_per_epoch()
 
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
-        """One ``method.synthesize`` call, timed as synthesis, student in eval mode."""
+        """One ``method.synthesize`` call, timed as synthesis, the student in the mode the
+        method declares (``synthesis_student_train_mode``)."""
         env = self.env
         with env.clock.phase("synthesis"), env.autocast("synthesis"):
-            env.ctx.student.eval()
+            self.student_to_synthesis_mode()
             return checked_synthesis(env.method, env.method.synthesize(epoch))
+
+    def student_to_synthesis_mode(self) -> None:
+        # The method's, not the feed's: DFAD's and ZSKT's games run the student in train
+        # mode, the others in eval mode; the distillation step sets train mode again.
+        self.env.ctx.student.train(self.env.method.synthesis_student_train_mode)
 
     def warmup_epoch(self, epoch: int) -> dict[str, float]:
         return {}
@@ -253,7 +259,7 @@ class OnlineFeed(Feed):
     def warmup_epoch(self, epoch: int) -> dict[str, float]:
         env, sums, steps = self.env, {}, self.steps_per_epoch
         with env.clock.phase("synthesis"):
-            env.ctx.student.eval()
+            self.student_to_synthesis_mode()
             for _ in range(steps):
                 with env.autocast("synthesis"):
                     add_logs(sums, env.method.warmup_step(epoch), "synth_")

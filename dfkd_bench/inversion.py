@@ -221,12 +221,13 @@ class KeepBest:
         return host_floats(self.terms)
 
 
-def generator_for(ctx, nz: int = 256, ngf: int = 64) -> "nn.Module":
-    """The shared generator sized for the run's images, on the run's device."""
-    from .models.generator import Generator
+def generator_for(ctx, nz: int = 256, ngf: int = 64, kind: str = "sigmoid") -> "nn.Module":
+    """A generator of ``models.generator.GENERATORS`` (the shared one by default) sized for
+    the run's images, on the run's device."""
+    from .models.generator import GENERATORS
 
     c, h, _ = ctx.image_shape
-    return ctx.fast_path.prepare(Generator(nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device))
+    return ctx.fast_path.prepare(GENERATORS[kind](nz=nz, ngf=ngf, img_size=h, nc=c).to(ctx.device))
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0),
@@ -266,15 +267,16 @@ def frozen(module: nn.Module):
 
 class OnlineGenerator:
     """A generator trained alongside the student, for the online methods (DAFL, DFAD,
-    ZSKT, DFQ): the shared generator in train mode, its Adam optimiser (betas 0.5,
+    ZSKT, DFQ): a generator of ``GENERATORS`` (``kind``) in train mode, its Adam optimiser (betas 0.5,
     0.999), and a call counter so that it takes one step on the first call and every
     ``every``-th after (DFAD's 5, ZSKT's and DFQ's 10 student steps per generator step)."""
 
-    def __init__(self, ctx, nz: int, lr: float, every: int = 1, betas: tuple[float, float] = (0.5, 0.999)):
+    def __init__(self, ctx, nz: int, lr: float, every: int = 1, betas: tuple[float, float] = (0.5, 0.999),
+                 kind: str = "sigmoid"):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.ctx = ctx
-        self.net = generator_for(ctx, nz)
+        self.net = generator_for(ctx, nz, kind=kind)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
         self.every = every
         self.calls = 0
@@ -283,7 +285,8 @@ class OnlineGenerator:
     def sample(self, n: int) -> torch.Tensor:
         """``n`` images in the models' normalised space, differentiable in the generator."""
         z = torch.randn(n, self.net.nz, device=self.ctx.device)
-        return self.ctx.normalizer(self.net(z))
+        x = self.net(z)
+        return x if self.net.normalized_output else self.ctx.normalizer(x)
 
     def step(self, n: int, loss_fn) -> dict[str, float]:
         """One generator step minimising ``loss_fn(x) -> (loss, {name: tensor})`` on a

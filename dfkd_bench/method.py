@@ -98,6 +98,11 @@ class Method:
     # (SSD-KD: its buffer size; KD: the real subset). For the others it only changes the
     # budget (pool capacity and student steps), and the planner says so.
     data_scale_means: ClassVar[str] = ""
+    # The student's mode while the feed runs ``synthesize`` / ``warmup_step``: eval (its BN
+    # running statistics, left untouched) unless the method's original game runs the
+    # student in train mode (DFAD's and ZSKT's own code: batch statistics, and the
+    # generator's batches move the student's running statistics).
+    synthesis_student_train_mode: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg
@@ -181,7 +186,8 @@ class OnlineGeneratorMethod(Method):
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         super().__init__(cfg, ctx)
-        self.gen = OnlineGenerator(ctx, cfg.nz, cfg.lr_g, cfg.g_every)
+        # A config without a ``generator`` field (DAFL, DFQ) gets the shared generator.
+        self.gen = OnlineGenerator(ctx, cfg.nz, cfg.lr_g, cfg.g_every, kind=getattr(cfg, "generator", "sigmoid"))
 
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError(f"{type(self).__name__} must implement generator_loss()")

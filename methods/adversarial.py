@@ -9,11 +9,18 @@ parameters frozen; every student step distils on a fresh batch drawn after it.
 Reference defect avoided: the reference implementation's synthesizer was handed the
 teacher where the student belongs, so its adversarial term compared the teacher with
 itself, was about zero, and the generator barely trained. Here the generator's loss
-runs the student (in eval mode, as the harness leaves it for synthesis).
+runs the student, in train mode as both originals' own code does (DFAD's ``train`` and
+ZSKT's solver keep it there; ``synthesis_student_train_mode``).
+
+Generators: ``generator`` picks the suite's sigmoid generator or the method's own
+(``models.generator``: DFAD's ends in Tanh and a non-affine BN, ZSKT's in a non-affine
+BN, both feed the teacher standardised batches); the ``paper`` and ``cpu`` presets use
+the method's own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +33,19 @@ from dfkd_bench.method import SMOKE_RUN, Batch, OnlineGeneratorMethod, register_
 class AdversarialGame(OnlineGeneratorMethod):
     """The shared game; subclasses define ``discrepancy(student_logits, teacher_logits)``."""
 
+    synthesis_student_train_mode = True
+
     def discrepancy(self, s_out: torch.Tensor, t_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t_out = self.ctx.teacher(x)
-        d = self.discrepancy(self.ctx.student(x), t_out)
-        return -d, {"discrepancy": d.detach(), "top_class": top_class_share(t_out)}
+        s_out = self.ctx.student(x)
+        d = self.discrepancy(s_out, t_out)
+        # Both models' class collapse: the teacher's says what the generator found, the
+        # student's whether the student just follows it.
+        return -d, {"discrepancy": d.detach(), "top_class": top_class_share(t_out),
+                    "student_top_class": top_class_share(s_out)}
 
 
 @dataclass
@@ -40,6 +53,8 @@ class DFADConfig:
     nz: PositiveInt = 256  # generator latent size (DFAD reference code and REFERENCE.md)
     lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (DFAD reference code)
     g_every: PositiveInt = 5  # student steps per generator step (DFAD reference code: 5)
+    # "sigmoid": the suite's shared generator; "dfad": DFAD's GeneratorA (its presets)
+    generator: Literal["sigmoid", "dfad", "zskt"] = "sigmoid"
 
 
 @register_method
@@ -55,16 +70,16 @@ class DFAD(AdversarialGame):
         # The DFAD authors' CIFAR script (resnet34->resnet18; REFERENCE.md lists no DFAD
         # settings): batch 256, student lr 0.1, weight decay 5e-4, 500 epochs of 50
         # generator steps each followed by 5 student steps (250 student steps an
-        # epoch), lr_g 1e-3, nz 256. The harness's cosine schedule replaces their
-        # constant learning rate.
+        # epoch), lr_g 1e-3, nz 256, its own generator. The harness's cosine schedule
+        # replaces their constant learning rate.
         "paper": {"epochs": 500, "kd_steps": 250, "batch_size": 256, "lr": 0.1, "weight_decay": 5e-4,
-                  "lr_g": 1e-3, "nz": 256, "g_every": 5},
+                  "lr_g": 1e-3, "nz": 256, "g_every": 5, "generator": "dfad"},
         # About 10 minutes for wrn16_2->wrn16_1 (7.5 for resnet20->resnet8) at 32x32 on 2
         # CPU cores, estimated from single-thread timings scaled to 2 cores (~1 s a step
         # at batch 128; the generator's forward dominates, its step comes every 5th).
         # At this budget DFAD stays at chance, 2.3x longer too: its generator starts
         # one-class to the teacher and the game never leaves that (reports/cpu-baseline.md).
-        "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128, "eval_every": 2},
+        "cpu": {"epochs": 10, "kd_steps": 60, "batch_size": 128, "eval_every": 2, "generator": "dfad"},
         "smoke": SMOKE_RUN,
     }
 
@@ -84,6 +99,8 @@ class ZSKTConfig:
     lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (ZSKT paper and reference runs)
     g_every: PositiveInt = 10  # student steps per generator step (ZSKT paper: n_S 10, n_G 1)
     adv_T: PositiveFloat = 1.0  # temperature of the generator's KL (ZSKT paper: plain KL)
+    # "sigmoid": the suite's shared generator; "zskt": ZSKT's own (its presets)
+    generator: Literal["sigmoid", "dfad", "zskt"] = "sigmoid"
 
 
 @register_method
@@ -106,18 +123,20 @@ class ZSKT(AdversarialGame):
         # stepped the generator once per 5 student steps and ran the student at T 1 (its KD
         # criterion is replaced for the online methods; REFERENCE.md); ``paper-t20`` keeps
         # the T 20 the settings name. (The ZSKT paper itself: 10 student steps per
-        # generator step, with an Adam student the harness does not offer.)
+        # generator step, with an Adam student the harness does not offer.) The generator
+        # is ZSKT's own with its CIFAR scripts' z_dim 100, where the shared runs used the
+        # sigmoid one at nz 256 (issue 30: the method's own network).
         "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 1.0,
-                  "lr_g": 1e-3, "nz": 256, "g_every": 5},
+                  "lr_g": 1e-3, "nz": 100, "g_every": 5, "generator": "zskt"},
         "paper-t20": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
-                      "lr_g": 1e-3, "nz": 256, "g_every": 5},
+                      "lr_g": 1e-3, "nz": 100, "g_every": 5, "generator": "zskt"},
         # About 10 minutes for wrn16_2->wrn16_1 (7 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings scaled to 2 cores (~0.85 s a step at
         # batch 128; the generator's forward dominates, its step comes every 10th).
         # At this budget ZSKT stays at chance, with or without DFQ's generator warm-up:
         # the game alone, without DFQ's priors, gives no samples that transfer to real
         # images (reports/cpu-baseline.md).
-        "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128, "eval_every": 2},
+        "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128, "eval_every": 2, "nz": 100, "generator": "zskt"},
         "smoke": SMOKE_RUN,
     }
 

@@ -44,6 +44,9 @@ class DFQConfig:
 class DFQ(ZSKT):
     name = "dfq"
     config_cls = DFQConfig
+    # ZSKT's game, but as the shared reference synthesizer runs it (the student in eval
+    # mode), not ZSKT's own code
+    synthesis_student_train_mode = False
     presets = {
         # Reference CIFAR-10 settings (REFERENCE.md), the same for every pair the
         # published table lists (resnet34->resnet18, vgg11->resnet18, wrn40_2->wrn16_1 /

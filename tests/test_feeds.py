@@ -13,6 +13,7 @@ from torch import nn
 from dfkd_bench import harness, store, timing
 from dfkd_bench.events import RunObserver
 from dfkd_bench.inversion import BNStatsHook, bn_hooks, bn_loss
+from dfkd_bench.registry import METHODS
 from tests.helpers import checkpoint, smoke_spec, student_state
 
 LEGACY = Path(__file__).resolve().parent / "fixtures" / "legacy-v1"
@@ -165,3 +166,26 @@ def test_a_resumed_run_keeps_the_previous_checkpoints_shards_too(tiny_zoo, tmp_p
     summary = harness.run(spec)
     pool = tmp_path / "r" / summary.name / "pool"
     assert sorted(f.name for f in pool.iterdir()) == [f"shard-00000{i}.pt" for i in (1, 2, 3)]  # as uninterrupted
+
+
+SYNTHESISING = [name for name, cls in METHODS.items()
+                if cls.__module__.startswith("dfkd_bench.") and cls.mode != "real"]
+
+
+@pytest.mark.parametrize("name", SYNTHESISING)
+def test_the_student_is_in_the_mode_its_method_declares_during_synthesis(name, tiny_zoo, tmp_path, monkeypatch):
+    """Issue 30: DFAD's and ZSKT's games run the student in train mode, as their own code
+    does; every other method's synthesis sees it in eval mode. Read at every synthesis
+    call of a real run, warm-up steps included."""
+    cls = METHODS.get(name)
+    seen = []
+    for hook in ("synthesize", "warmup_step"):
+        original = getattr(cls, hook)
+
+        def recorded(self, *args, original=original):
+            seen.append(self.ctx.student.training)
+            return original(self, *args)
+
+        monkeypatch.setattr(cls, hook, recorded)
+    harness.run(smoke_spec(name, tmp_path / "r", warmup_epochs=1, epochs=2))
+    assert len(seen) > 1 and set(seen) == {name in ("dfad", "zskt")}

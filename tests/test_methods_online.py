@@ -236,6 +236,25 @@ def test_online_resume_after_interrupt_matches_uninterrupted(tiny_zoo, tmp_path)
     assert [m["epoch"] for m in metrics if m["event"] == "epoch"] == [0, 1, 2]
 
 
+@pytest.mark.parametrize("name, generator, nz", [("dfad", "dfad", 256), ("zskt", "zskt", 100)])
+def test_paper_and_cpu_presets_use_the_methods_own_generator(name, generator, nz):
+    from dfkd_bench.plan import configure
+
+    cls = METHODS.get(name)
+    for preset in ("paper", "cpu"):
+        _, cfg = configure(cls, preset)
+        assert (cfg.generator, cfg.nz) == (generator, nz), preset
+    ctx = make_ctx()
+    method = make_method(name, ctx, generator=generator, nz=8)
+    batch, logs = method.synthesize(0)
+    # Standardised by the generator's last BN and not normalised again: mean 0, std 1 per
+    # channel (the dataset normalisation would give mean -0.35 / 0.3 = -1.17 and std 3.3).
+    x = batch.images
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert x.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-3)
+    assert 0 < logs["student_top_class"] <= 1
+
+
 @pytest.mark.parametrize("name, per_epoch", [("dafl", 80), ("zskt", 80), ("dfq", 40)])
 def test_paper_presets_step_the_generator_as_the_published_scripts(name, per_epoch):
     """Issue 12: one generator step per 5 student steps for DAFL and ZSKT, per 10 for DFQ

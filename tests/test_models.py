@@ -10,7 +10,7 @@ import torch
 
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import build_model, count_parameters
-from dfkd_bench.models.generator import Generator, reinit_layers
+from dfkd_bench.models.generator import GENERATORS, Generator, reinit_layers
 from dfkd_bench.registry import MODELS
 
 
@@ -119,6 +119,43 @@ def test_generator_shape_and_range():
     assert x.min() >= 0 and x.max() <= 1
     small = Generator(nz=16, ngf=8, img_size=16, nc=1)
     assert small(torch.randn(2, 16)).shape == (2, 1, 16, 16)
+
+
+# DFAD's GeneratorA at its CIFAR script's nz 256, ZSKT's Generator at its scripts' z_dim 100
+# (issue 30), with parameter counts worked out by hand from the originals' layers:
+# Linear (nz + 1) * 128 * s^2, BN(128) 256, Conv 128->128 147,584, BN 256,
+# Conv 128->64 73,792, BN(64) 128, Conv 64->3 1,731, and a final BN without parameters
+# (s = 8: 2,105,344 + 223,747; s = 10: 1,292,800 + 223,747).
+OWN_GENERATORS = [("dfad", 256, 8, 2_329_091), ("zskt", 100, 10, 1_516_547)]
+
+
+@pytest.mark.parametrize("kind, nz, first_side, params", OWN_GENERATORS)
+def test_own_generators_have_the_originals_layout_and_standardised_output(kind, nz, first_side, params):
+    torch.manual_seed(0)
+    g = GENERATORS[kind](nz=nz, ngf=64, img_size=32, nc=3).train()
+    assert count_parameters(g) == params and g.normalized_output
+    assert g.l1.out_features == 128 * first_side ** 2
+    final = g.conv_blocks2[-1]
+    assert isinstance(final, torch.nn.BatchNorm2d) and not final.affine and final.num_features == 3
+    seen = {}
+    final.register_forward_hook(lambda m, i, o: seen.update(before=i[0].detach()))
+    x = g(torch.randn(64, nz))
+    assert x.shape == (64, 3, 32, 32)
+    # Train mode: each channel standardised over the batch (BN's biased variance, eps 1e-5)
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+    if kind == "dfad":  # Tanh before the BN: bounded input to it
+        assert seen["before"].abs().max() < 1
+    else:  # the convolution's raw output
+        assert isinstance(g.conv_blocks2[-2], torch.nn.Conv2d)
+
+
+def test_zskt_generator_upsamples_as_its_x1_6():
+    # 10 -> 16 nearest by size is the original's nn.Upsample(scale_factor=1.6) pixel for pixel
+    g = GENERATORS["zskt"](nz=4)
+    assert (g.init_size, g.mid_size, g.img_size) == (10, 16, 32)
+    m = torch.randn(2, 3, 10, 10)
+    assert torch.equal(torch.nn.functional.interpolate(m, size=16), torch.nn.Upsample(scale_factor=1.6)(m))
 
 
 def test_generator_rejects_bad_size():
