@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import random
 import re
 import resource
@@ -82,10 +83,24 @@ class RunProgress:
             setattr(self, k, v)
 
 
+# The reference scripts' schedule (``run.lr_schedule="reference"``): a cosine stepped once a
+# distillation epoch over 200 epochs to 2e-4, whatever the run's length (Fast-Datafree's
+# CosineAnnealingLR(optimizer, 200, eta_min=2e-4)). Their runs end at epoch 200; a longer run
+# holds 2e-4 where theirs would have turned back up.
+REFERENCE_COSINE_EPOCHS, REFERENCE_ETA_MIN = 200, 2e-4
+
+
+def reference_lr_factor(distill_epoch: int, lr: float) -> float:
+    """The reference schedule's learning rate in a run's ``distill_epoch``-th distillation
+    epoch (0 first), as a multiple of the initial ``lr``."""
+    progress = min(distill_epoch, REFERENCE_COSINE_EPOCHS) / REFERENCE_COSINE_EPOCHS
+    return (REFERENCE_ETA_MIN + (lr - REFERENCE_ETA_MIN) * (1 + math.cos(math.pi * progress)) / 2) / lr
+
+
 class StudentTrainer:
-    """The student with its SGD optimiser and cosine schedule: one step from the loss
-    terms a method returns. The method's ``student_modules`` (heads trained with the
-    student) share the optimiser, the schedule, the train mode and the checkpoint."""
+    """The student with its SGD optimiser and schedule (``run.lr_schedule``): one step
+    from the loss terms a method returns. The method's ``student_modules`` (heads trained
+    with the student) share the optimiser, the schedule, the train mode and the checkpoint."""
 
     def __init__(self, student: torch.nn.Module, method: Method, steps_total: int, autocast):
         cfg = method.ctx.run
@@ -93,10 +108,18 @@ class StudentTrainer:
         self.extra = nn.ModuleDict(method.student_modules()).to(method.ctx.device)
         self.optimizer = torch.optim.SGD([*student.parameters(), *self.extra.parameters()], lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        # Cosine over the run's actual length (the reference code fixes it at 200 epochs).
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, steps_total))
+        self.per_epoch = cfg.lr_schedule == "reference"
+        if self.per_epoch:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda k: reference_lr_factor(k, cfg.lr))
+        else:  # a per-step cosine to 0 over the run's actual distillation steps
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, steps_total))
 
     def step(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
+        # The per-epoch schedule is brought to this distillation epoch before its first step
+        # (the scheduler's own count, so a resumed run needs no state of its own)
+        while self.per_epoch and self.scheduler.last_epoch < epoch - self.method.ctx.run.warmup_epochs:
+            self.scheduler.step()
         self.student.train()
         self.extra.train()
         with self.autocast("distillation"):
@@ -107,7 +130,8 @@ class StudentTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.scheduler.step()
+        if not self.per_epoch:
+            self.scheduler.step()
         self.method.after_distill_step(batch, losses)
         # Detached tensors, summed on the device: one host sync a step (the finiteness
         # check), not one per logged loss term.

@@ -108,7 +108,7 @@ class CMI(Method):
         # Paper CIFAR-10 settings: 200 generator steps a round, batch 256, bank 40,960 with
         # 4,096 negatives, 400 KD steps an epoch, 200 epochs, student lr 0.1, T 20.
         "paper": {"steps": 200, "synth_batch": 256, "bank_size": 40960, "n_neg": 4096, "batch_size": 256,
-                  "kd_steps": 400, "epochs": 200, "lr": 0.1, "T": 20.0},
+                  "kd_steps": 400, "epochs": 200, "lr": 0.1, "T": 20.0, "lr_schedule": "reference"},
         # A CPU budget for a small 32x32 pair (resnet20 -> resnet8): a CMI step costs
         # about 1.2 Fast steps (a second teacher view); 20 steps of 64 images a round,
         # 20 rounds: about 10 minutes on 2 free cores (measured before issue 12 with KD

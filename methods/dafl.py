@@ -46,9 +46,11 @@ class DAFL(OnlineGeneratorMethod):
         # the script behind the published figure ran: one generator step per 5 student
         # steps (80 a 400-step epoch) and the student at T 1 (see the module docstring).
         "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 1.0,
-                  "lr_g": 1e-3, "oh": 1.0, "act": 0.001, "balance": 20.0, "nz": 512, "g_every": 5},
+                  "lr_g": 1e-3, "oh": 1.0, "act": 0.001, "balance": 20.0, "nz": 512, "g_every": 5,
+                  "lr_schedule": "reference"},
         "paper-t20": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
-                      "lr_g": 1e-3, "oh": 1.0, "act": 0.001, "balance": 20.0, "nz": 512, "g_every": 5},
+                      "lr_g": 1e-3, "oh": 1.0, "act": 0.001, "balance": 20.0, "nz": 512, "g_every": 5,
+                      "lr_schedule": "reference"},
         # About 10 minutes for wrn16_2->wrn16_1 (8 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings of each forward/backward scaled
         # to 2 cores: ~1.9 s a step at batch 128 (a generator step before each one).

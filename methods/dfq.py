@@ -56,9 +56,11 @@ class DFQ(ZSKT):
         # published figure ran it (its KD criterion is replaced for the online methods;
         # REFERENCE.md); ``paper-t20`` keeps the T 20 the settings name.
         "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 1.0,
-                  "lr_g": 1e-3, "nz": 256, "bn": 1.0, "oh": 1.0, "adv": 1.0, "balance": 20.0, "g_every": 10},
+                  "lr_g": 1e-3, "nz": 256, "bn": 1.0, "oh": 1.0, "adv": 1.0, "balance": 20.0, "g_every": 10,
+                  "lr_schedule": "reference"},
         "paper-t20": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
-                      "lr_g": 1e-3, "nz": 256, "bn": 1.0, "oh": 1.0, "adv": 1.0, "balance": 20.0, "g_every": 10},
+                      "lr_g": 1e-3, "nz": 256, "bn": 1.0, "oh": 1.0, "adv": 1.0, "balance": 20.0, "g_every": 10,
+                      "lr_schedule": "reference"},
         # About 10 minutes for wrn16_2->wrn16_1 (8 for resnet20->resnet8) at 32x32 on 2 CPU
         # cores, estimated from single-thread timings scaled to 2 cores (~0.85 s a student
         # step at batch 128; the generator's forward dominates, its step comes every 10th).

@@ -29,7 +29,8 @@ class Noise(Method):
     presets = {
         # No published settings: the same student budget as the reference CIFAR runs of
         # the online methods (batch 256, lr 0.1, 200 epochs of 400 steps, T 20).
-        "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0},
+        "paper": {"epochs": 200, "kd_steps": 400, "batch_size": 256, "lr": 0.1, "T": 20.0,
+                  "lr_schedule": "reference"},
         # The student-step budget of the zskt/dfq cpu presets (about 5 minutes for
         # wrn16_2->wrn16_1 at 32x32 on 2 CPU cores: no generator to run).
         "cpu": {"epochs": 10, "kd_steps": 70, "batch_size": 128, "eval_every": 2},
