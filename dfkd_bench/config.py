@@ -67,9 +67,11 @@ class RunConfig:
             return self.kd_passes * max(1, -(-self.data_scale // self.batch_size))
         return self.kd_steps
 
-    def validate(self, who: str = "run") -> None:
-        """Every budget and rate makes sense and the device exists; a ``UserError``
-        naming the field otherwise. Called by the planner before anything runs."""
+    def validate(self, who: str = "run", device_here: bool = True) -> None:
+        """Every budget and rate makes sense and (``device_here``) the device exists on
+        this machine; a ``UserError`` naming the field otherwise. Called by the planner
+        before anything runs; a sweep planned for other machines (Slurm from a login
+        node) leaves the device to the machine that runs it."""
         for name in ("epochs", "batch_size", "kd_steps", "kd_passes", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{who}: {name}={getattr(self, name)}; expected a positive integer")
@@ -86,7 +88,8 @@ class RunConfig:
         if self.epochs <= self.warmup_epochs:
             raise UserError(f"{who}: epochs={self.epochs} leaves no epoch after warmup_epochs={self.warmup_epochs}; "
                             "the student would never be trained (raise --epochs or --set warmup_epochs=...)")
-        resolve_device(self.device)
+        if device_here:
+            resolve_device(self.device)
 
 
 RUN_FIELDS = frozenset(f.name for f in fields(RunConfig))
@@ -103,6 +106,14 @@ PositiveInt = Annotated[int, POSITIVE]
 NonNegativeInt = Annotated[int, NON_NEGATIVE]
 PositiveFloat = Annotated[float, POSITIVE]
 NonNegativeFloat = Annotated[float, NON_NEGATIVE]
+
+
+def target_device_type(name: str | None) -> str:
+    """The device type a run with ``device=name`` is planned for: ``cpu`` or ``cuda`` as
+    named (whether or not this machine has one), ``auto`` (or None) this machine's."""
+    if name in ("cpu", "cuda"):
+        return name
+    return resolve_device(name or "auto").type
 
 
 def resolve_device(name: str):

@@ -1,4 +1,5 @@
 """Errors for users (one line, exit code 2) as opposed to errors for programmers."""
+from __future__ import annotations
 
 
 class UserError(Exception):
@@ -16,3 +17,22 @@ class Terminated(KeyboardInterrupt):
 
 class RunLocked(Exception):
     """Another process holds the run directory's lock; the run was skipped."""
+
+
+def interruption(exc: BaseException) -> str | None:
+    """How ``exc`` stopped a run when it is an interruption, not a failure (the run keeps
+    its checkpoint and resumes), else None: Ctrl-C, SIGTERM, and a Slurm job's
+    preemption or time limit as submitit delivers them (its handler checkpoints and
+    requeues with ``SystemExit``, or raises ``UncompletedJobError`` when it will not
+    requeue, e.g. after ``max_num_timeout`` time limits). Named, not imported: submitit
+    is an optional extra."""
+    if isinstance(exc, Terminated):
+        return "SIGTERM"
+    if isinstance(exc, KeyboardInterrupt):
+        return "Ctrl-C"
+    if isinstance(exc, SystemExit):
+        return "the job's exit on preemption or time limit"
+    kind = type(exc)
+    if kind.__name__ == "UncompletedJobError" and kind.__module__.startswith("submitit"):
+        return f"the job was not requeued: {str(exc).splitlines()[0] if str(exc) else 'submitit'}"
+    return None

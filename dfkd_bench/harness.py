@@ -25,13 +25,13 @@ from torch import nn
 from . import diagnostics, store
 from .config import resolve_device, run_identity, to_dict
 from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
-from .errors import Diverged, Terminated, UserError
+from .errors import Diverged, UserError, interruption
 from .events import RunObserver
 from .feeds import FeedEnv, add_logs, make_feed
 from .method import Batch, Method, MethodContext
 from .models import build_model
 from .paths import cache_dir
-from .precision import FastPath
+from .precision import RESOLVED_PRECISIONS, FastPath
 from .precision import resolve as resolve_precision
 from .pairs import resolve_pair
 from .plan import RunSpec
@@ -184,12 +184,46 @@ def resolved_config(spec: RunSpec, device: torch.device) -> dict:
     """What a run is: its method, data, models, seed, device and configs, with the
     precision it runs at on ``device`` (``auto`` resolved)."""
     spec = effective_spec(spec, device)
+    return identity(spec, device.type, spec.run.precision)
+
+
+def identity(spec: RunSpec, device_type: str, precision: str) -> dict:
+    """``spec``'s resolved config as a machine of ``device_type`` that resolves its
+    precision to ``precision`` runs it: what the run's name hashes."""
+    run = spec.run if spec.run.precision == precision else dataclasses.replace(spec.run, precision=precision)
     pair = resolve_pair(spec.pair, spec.dataset)
     return {
         "method": spec.method, "preset": spec.preset, "dataset": spec.dataset, "pair": pair.name,
-        "teacher": pair.teacher, "student": pair.student, "seed": spec.seed, "device": device.type,
-        "run": run_identity(spec.run), "method_config": to_dict(spec.method_config),
+        "teacher": pair.teacher, "student": pair.student, "seed": spec.seed, "device": device_type,
+        "run": run_identity(run), "method_config": to_dict(spec.method_config),
     }
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run executes, resolved there (a compute node, not the login node that
+    planned it): the device it computes on, the device type its name and config record
+    (the device's own type; a test may present another) and the precision ``auto``
+    resolves to on it."""
+
+    device: torch.device
+    precision: str
+    device_type: str
+
+
+def resolve_target(spec: RunSpec, say=None) -> Target:
+    device = resolve_device(spec.run.device)
+    return Target(device, effective_spec(spec, device, say).run.precision, device.type)
+
+
+def candidate_run_dirs(spec: RunSpec) -> list[store.RunDir]:
+    """Every directory ``spec``'s run can have, whatever machine executes it: one per
+    device type and precision its settings leave open (``device auto`` is CUDA or the
+    CPU, ``precision auto`` any resolved precision), so a login node without a GPU
+    finds the runs its compute nodes wrote. Nothing is created."""
+    devices = [spec.run.device] if spec.run.device != "auto" else ["cuda", "cpu"]
+    precisions = [spec.run.precision] if spec.run.precision != "auto" else list(RESOLVED_PRECISIONS)
+    return [store.RunDir(spec.out, run_name(identity(spec, d, p))) for d in devices for p in precisions]
 
 
 def run_name(resolved: dict) -> str:
@@ -375,7 +409,7 @@ class Session:
             data_scale=spec.run.data_scale, epochs=spec.run.epochs, epochs_done=p.epoch + 1,
             steps_per_epoch=self.steps, final_top1=p.final, best_top1=p.best, teacher_top1=self.teacher_top1,
             seconds=dict(self.clock.seconds), training_flops=costs.pop("training_flops"), costs=costs,
-            peak_memory_mb=round(peak_memory_mb(self.device), 1), device=self.device.type,
+            peak_memory_mb=round(peak_memory_mb(self.device), 1), device=r["device"],
             started=p.started, updated=_now(), variant=self.method.variant(), precision=spec.run.precision)
         self.rundir.write_summary(summary)
         return summary
@@ -383,21 +417,24 @@ class Session:
     @contextmanager
     def recording_failures(self):
         """A diverged method ends the run as failed (the CLI goes on with the next run);
-        Ctrl-C and SIGTERM leave it interrupted and resumable; any other error is
-        recorded as failed and raised. ``self.failure`` holds a failed summary."""
+        an interruption (``errors.interruption``: Ctrl-C, SIGTERM, a Slurm preemption or
+        time limit) leaves it interrupted and resumable; any other error is recorded as
+        failed and raised. ``self.failure`` holds a failed summary."""
         try:
             yield
         except Diverged as exc:
             self.failure = self.write_summary("failed", str(exc))
             self.observer.failed(self.failure)
-        except KeyboardInterrupt as exc:
-            how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-            self.write_summary("interrupted", f"interrupted ({how}) during epoch {self.progress.epoch + 1}; "
-                                              "re-run the same command to resume")
-            raise
         except UserError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            how = interruption(exc)
+            if how is not None:
+                self.write_summary("interrupted", f"interrupted ({how}) during epoch {self.progress.epoch + 1}; "
+                                                  "re-run the same command to resume")
+                raise
+            if not isinstance(exc, Exception):
+                raise
             try:
                 self.write_summary("failed", f"{type(exc).__name__}: {exc}".splitlines()[0])
             except OSError:  # a full disk may refuse the summary too; the first error says more
@@ -445,12 +482,12 @@ def effective_spec(spec: RunSpec, device: torch.device, say=None) -> RunSpec:
 def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
     """Run (or resume, or skip if complete) one (config, seed). Returns its summary."""
     observer = observer or RunObserver()
-    device = resolve_device(spec.run.device)
-    spec = effective_spec(spec, device, observer.message)
-    resolved = resolved_config(spec, device)
+    target = resolve_target(spec, observer.message)
+    spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, precision=target.precision))
+    resolved = identity(spec, target.device_type, target.precision)
     rundir = _run_dir(spec.out, resolved)
     rundir.create()
-    with rundir.lock():  # RunLocked: another process writes this run
+    with rundir.lock(), threads_of(rundir):  # RunLocked: another process writes this run
         previous, problem = rundir.read_summary()
         if previous is not None and previous.completed and not spec.force:
             observer.skip(previous)
@@ -460,7 +497,7 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
         if spec.force:
             rundir.reset()
         rundir.clean_temporary()
-        session = Session(spec, device, rundir, resolved, observer)
+        session = Session(spec, target.device, rundir, resolved, observer)
         with session.recording_failures():
             first = session.start()
             observer.start(rundir.path.name, spec.run.epochs, first)
@@ -472,10 +509,34 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
         return session.finish()
 
 
-def run_dir(spec: RunSpec, device: torch.device | None = None) -> store.RunDir:
-    """Where ``spec``'s run lives (named from its resolved config and seed)."""
+def run_dir(spec: RunSpec, device: torch.device | None = None, create: bool = True) -> store.RunDir:
+    """Where ``spec``'s run lives on ``device`` (default: this machine's), named from
+    its resolved config and seed; ``create`` makes (and checks) its results folder."""
     device = device or resolve_device(spec.run.device)
-    return _run_dir(spec.out, resolved_config(spec, device))
+    resolved = resolved_config(spec, device)
+    return _run_dir(spec.out, resolved) if create else store.RunDir(spec.out, run_name(resolved))
+
+
+@contextmanager
+def threads_of(rundir: store.RunDir):
+    """A resumed run computes with the thread count it started with (its
+    environment.json), whatever the process it resumes in would give it: the thread
+    count changes a CPU run's numbers, so it is part of the run. The process's own
+    count comes back after."""
+    recorded = None
+    if rundir.file(store.CHECKPOINT).exists() or rundir.file(store.PREVIOUS_CHECKPOINT).exists():
+        try:
+            recorded = store.read_json(rundir.file(store.ENVIRONMENT)).get("threads")
+        except (OSError, ValueError, AttributeError):  # none or unreadable: the start rewrites it
+            recorded = None
+    before = torch.get_num_threads()
+    if isinstance(recorded, int) and recorded > 0 and recorded != before:
+        torch.set_num_threads(recorded)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _run_dir(out, resolved: dict) -> store.RunDir:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import RunConfig, apply_changes, check_fields, load_preset_file, parse_set_options, resolve_device
+from .config import RunConfig, apply_changes, check_fields, load_preset_file, parse_set_options, \
+    target_device_type
 from .errors import UserError
 from .method import Method
 from .pairs import DEFAULT_DATASET, resolve_pair
@@ -116,9 +117,9 @@ def scoped(changes: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def configure(cls: type[Method], preset: str | None = None, options: dict[str, Any] | None = None,
-              sets: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+              sets: dict[str, Any] | None = None, device_here: bool = True) -> tuple[RunConfig, Any]:
     """The run and method configs of one method, layered as the module docstring says,
-    and validated."""
+    and validated (the device on this machine only with ``device_here``)."""
     run_cfg, method_cfg = apply_changes(RunConfig(), cls.config_cls(),
                                         {f"run.{k}": v for k, v in cls.run_defaults.items()}, f"{cls.name} defaults")
     layers = [(preset_changes(cls, preset), f"preset {preset}")] if preset else []
@@ -126,7 +127,7 @@ def configure(cls: type[Method], preset: str | None = None, options: dict[str, A
                (scoped(sets or {}, cls.name), "--set")]
     for changes, source in layers:
         run_cfg, method_cfg = apply_changes(run_cfg, method_cfg, changes, f"{cls.name}: {source}", cls.renamed)
-    run_cfg.validate(cls.name)
+    run_cfg.validate(cls.name, device_here)
     check_fields(method_cfg, cls.name)
     cls.check_config(run_cfg, method_cfg)
     return run_cfg, method_cfg
@@ -170,10 +171,12 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
               data_scale: int | Iterable[int] | None = None, device: str | None = None,
               sets: dict[str, Any] | list[str] | None = None, out: str | Path = "results",
               data_root: str | None = None, cache: str | None = None, download: bool = False,
-              train_missing_teacher: bool = True, force: bool = False) -> list[RunSpec]:
+              train_missing_teacher: bool = True, force: bool = False, device_here: bool = True) -> list[RunSpec]:
     """One validated ``RunSpec`` per (method, data scale, seed), methods in the order
     given; ``data_scale`` is one scale or a list (a data-scale grid). ``sets`` is a
-    mapping of changes or a list of ``key=value`` items."""
+    mapping of changes or a list of ``key=value`` items. ``device_here`` False plans for
+    another machine (a sweep's compute nodes): ``device`` must be a valid name, the
+    default pair is the named device's, and availability is checked where it runs."""
     methods, seeds = list(methods), list(seeds)
     if not methods:
         raise UserError("--methods is empty; give comma-separated method names (see dfkd-bench list)")
@@ -183,7 +186,7 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
         if not 0 <= seed < 2**32:
             raise UserError(f"seed {seed}: expected an integer from 0 to 2**32 - 1")
     DATASETS.get(dataset.split(":", 1)[0])
-    pair = resolve_pair(pair, dataset, resolve_device(device or "auto").type).name
+    pair = resolve_pair(pair, dataset, target_device_type(device)).name
     changes = parse_set_options(sets) if isinstance(sets, list) else dict(sets or {})
     scales = data_scale_list(data_scale)
     specs = []
@@ -192,7 +195,7 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
         label = preset_label(own_preset) if own_preset else None
         for scale in scales:
             options = {"epochs": epochs, "data_scale": scale, "device": device}
-            run_cfg, method_cfg = configure(cls, own_preset, options, changes)
+            run_cfg, method_cfg = configure(cls, own_preset, options, changes, device_here)
             specs += [RunSpec(method_cls=cls, preset=label, dataset=dataset, pair=pair, seed=seed,
                               run=run_cfg, method_config=method_cfg, out=Path(out), data_root=data_root, cache=cache,
                               download=download, train_missing_teacher=train_missing_teacher, force=force)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16")
+RESOLVED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what ``auto`` can become
 
 
 @functools.lru_cache(maxsize=None)
