@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from dfkd_bench import harness, published, store
-from dfkd_bench.cli import sigterm_as_interrupt
+from dfkd_bench.signals import sigterm_as_interrupt
 from dfkd_bench.errors import UserError
 from dfkd_bench.events import RunObserver
 from dfkd_bench.plan import plan_runs

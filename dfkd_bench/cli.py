@@ -3,20 +3,18 @@ no logic of its own."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from rich.table import Table
 
-from . import harness, plan, report, sweep
-from .config import parse_set_options
+from . import harness, options, plan, report, store, sweep
+from .config import parse_set_options, resolve_device
 from .console import RunDisplay, console, err_console, progress_bar
 from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
+from .signals import ignoring_sigint, sigterm_as_interrupt
 from .summary import RunSummary
 from .timing import TRAIN_PHASES
 
@@ -27,22 +25,14 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    return options.items(text)
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(t) for t in _csv(text)]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+_seeds, _scales = options.seeds, options.scales
 
 
-def _scales(text: str) -> list[int]:
-    try:
-        return [int(t) for t in _csv(text)]
-    except ValueError:
-        raise UserError(f"--data-scale {text!r}: expected comma-separated positive integers, e.g. 500,2500,5000") \
-            from None
+def _epochs(text: str) -> int:
+    return options.positive_int(text, "--epochs")
 
 
 def _workers(text: str) -> int:
@@ -215,31 +205,39 @@ def build_grid(args) -> "sweep.Grid":
 
 
 def cmd_sweep(args) -> int:
-    """Exit 0 when every cell completed, 1 when one failed, 3 when one was left locked
-    by another process (re-run the sweep later); ``--status`` exits 0."""
+    """Exit 0 when every cell completed; 1 when a cell failed, was interrupted (its
+    worker died) or is left failed without ``--retry-failed``; 3 when none of those but
+    a cell was left locked by another process (re-run the sweep later). ``--status``
+    exits 0."""
     grid = build_grid(args)
     specs = sweep.expand(grid, force=args.force)
-    statuses = [sweep.cell_status(s) for s in specs]
+    # A cell runs on this machine unless it goes to Slurm; a login node without the grid's
+    # device (a GPU) still finds what the compute nodes wrote.
+    here = args.executor != "slurm" and all(_device_here(s.run.device) for s in specs)
+    statuses = [sweep.cell_status(s, here) for s in specs]
     if args.status:
         print_sweep_status(statuses)
         return 0
-    todo = specs if args.force else sweep.to_run(statuses, args.retry_failed)
-    skipped = len(specs) - len(todo)
-    console.print(f"sweep: {len(specs)} cells, {skipped} already done{' or failed' if not args.retry_failed else ''}"
-                  f", {len(todo)} to run ({args.executor} executor)")
+    sweep.check_target(grid, specs, args.executor)
+    todo = [c.spec for c in statuses] if args.force else sweep.to_run(statuses, args.retry_failed)
+    failed_left = [c for c in statuses if c.status == sweep.FAILED and not args.retry_failed and not args.force]
+    left = f", {len(failed_left)} failed and left as they are (--retry-failed runs them)" if failed_left else ""
+    console.print(f"sweep: {len(specs)} cells, {sum(c.status == sweep.DONE for c in statuses)} already done{left}, "
+                  f"{len(todo)} to run ({args.executor} executor)")
     if not todo:
         print_sweep_status(statuses)
-        return 0
+        return _sweep_exit(statuses, {})
+    store.check_locks(Path(grid.out))
     sweep.prepare_teachers(todo, train_missing=args.executor != "slurm", announce=console.print)
     if args.executor in ("slurm", "submitit-local"):
         folder = Path(grid.out) / "sweep-logs"
-        jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else None,
+        jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else "slurm",
                             plugins=args.plugin)
         console.print(f"submitted {len(jobs)} jobs (array {jobs[0].job_id.split('_')[0]}); logs in {folder}; "
                       "`dfkd-bench sweep ... --status` shows progress")
         if args.executor == "slurm" and not args.wait:
             return 0
-        outcome = [job.result() for job in jobs]
+        outcome = {i: _job_result(job) for i, job in enumerate(jobs)}
     else:
         with progress_bar() as bar:
             task = bar.add_task("cells", total=len(todo), info="")
@@ -248,25 +246,57 @@ def cmd_sweep(args) -> int:
                 bar.advance(task)
                 bar.update(task, info=f"{todo[i].label} seed {todo[i].seed}: {status}")
 
-            outcome = list(sweep.run_local(todo, args.workers, advance, plugins=args.plugin).values())
-    print_sweep_status([sweep.cell_status(s) for s in specs])
-    if any(str(o).startswith(sweep.FAILED) for o in outcome):
+            outcome = sweep.run_local(todo, args.workers, advance, plugins=args.plugin)
+    final = [sweep.cell_status(s, here) for s in specs]
+    print_sweep_status(final, dead=sweep.dead_workers(outcome))
+    reasons = {id(spec): outcome[i] for i, spec in enumerate(todo) if i in outcome}
+    return _sweep_exit(final, reasons)
+
+
+def _device_here(device: str) -> bool:
+    try:
+        resolve_device(device)
+    except UserError:
+        return False
+    return True
+
+
+def _job_result(job) -> str:
+    """A submitit job's final status; an interrupted or failed job's as its error says."""
+    try:
+        return job.result()
+    except Exception as exc:  # noqa: BLE001  (the run's own summary says the rest)
+        return f"{sweep.FAILED}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__}"
+
+
+def _sweep_exit(statuses: list["sweep.CellStatus"], reasons: dict[int, str]) -> int:
+    """One line per cell that did not complete, saying why; the exit code of cmd_sweep."""
+    unfinished = [c for c in statuses if c.status != sweep.DONE]
+    for c in unfinished:
+        why = reasons.get(id(c.spec)) or c.reason or c.status
+        hint = {sweep.FAILED: "; --retry-failed runs it again", sweep.INTERRUPTED: "; re-run the sweep to resume it",
+                sweep.PENDING: "; re-run the sweep to start it"}.get(c.status, "")
+        err_console.print(f"dfkd-bench: {c.spec.dataset} {c.spec.pair} {c.spec.label} seed {c.spec.seed} "
+                          f"(scale {c.spec.run.data_scale or '-'}): {c.status}: {why}{hint}",
+                          markup=False, highlight=False, soft_wrap=True)
+    if any(c.status in (sweep.FAILED, sweep.INTERRUPTED, sweep.PENDING) for c in unfinished):
         return EXIT_FAILED
-    return EXIT_LOCKED if sweep.LOCKED in outcome else 0
+    return EXIT_LOCKED if unfinished else 0
 
 
-def print_sweep_status(statuses: list["sweep.CellStatus"]) -> None:
+def print_sweep_status(statuses: list["sweep.CellStatus"], dead: list[str] = ()) -> None:
     table = Table(title="sweep cells")
-    for col in ("data set", "pair", "method", "scale", "seed", "status", "epochs", "reason"):
+    for col in ("data set", "pair", "method", "scale", "seed", "status", "epochs", "ran as", "reason"):
         table.add_column(col, justify="right" if col in ("scale", "seed", "epochs") else "left")
     for c in statuses:
         s = c.spec
         table.add_row(s.dataset, s.pair, s.label, str(s.run.data_scale or "-"), str(s.seed), c.status,
-                      f"{c.epochs_done}/{s.run.epochs}", (c.reason or "")[:80])
+                      f"{c.epochs_done}/{s.run.epochs}", c.ran_as or "-", (c.reason or "")[:80])
     console.print(table)
     counts = {k: sum(c.status == k for c in statuses) for k in
               (sweep.DONE, sweep.RUNNING, sweep.INTERRUPTED, sweep.FAILED, sweep.PENDING)}
-    console.print("cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    console.print("cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+                  (f"; {len(dead)} worker{'s' if len(dead) > 1 else ''} died: {'; '.join(dead)}" if dead else ""))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -285,8 +315,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]",
                    help="samples the student trains on per epoch; several (500,2500,5000) make a data-scale grid: "
                         "one run per method, scale and seed")
-    r.add_argument("--epochs", type=int, default=None)
-    r.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
+    r.add_argument("--epochs", type=_epochs, default=None, help="epochs of every run (default: each preset's)")
+    r.add_argument("--device", type=options.device, default=None, help="auto | cpu | cuda (default auto)")
     r.add_argument("--out", default="results", help="results directory (default results/)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     r.add_argument("--force", action="store_true", help="redo runs that already completed")
@@ -329,8 +359,10 @@ def make_parser() -> argparse.ArgumentParser:
     sw.add_argument("--pair", type=_csv, default=None, help="comma-separated pairs")
     sw.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds")
     sw.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]", help="data scales of the grid")
-    sw.add_argument("--epochs", type=int, default=None)
-    sw.add_argument("--device", default=None, help="auto | cpu | cuda")
+    sw.add_argument("--epochs", type=_epochs, default=None,
+                    help="epochs of every cell (default: the grid's, else each preset's)")
+    sw.add_argument("--device", type=options.device, default=None,
+                    help="auto | cpu | cuda: the device of the machines that run the cells (resolved there)")
     sw.add_argument("--preset", default=None, help="named preset of every method")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     sw.add_argument("--out", default=None, help="results directory (default: the grid's, else results/)")
@@ -352,25 +384,6 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """Within the block SIGTERM raises ``Terminated`` (a KeyboardInterrupt), so a run
-    stopped by ``kill`` or a scheduler's time limit is recorded as interrupted, like
-    Ctrl-C, instead of staying "running"; the previous handler comes back after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
@@ -389,18 +402,6 @@ def main(argv: list[str] | None = None) -> int:
         with ignoring_sigint():  # a second Ctrl-C must not turn exit code 130 into a traceback
             err_console.print("dfkd-bench: interrupted; re-run the same command to resume", markup=False)
             return 143 if isinstance(exc, Terminated) else 130
-
-
-@contextmanager
-def ignoring_sigint():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

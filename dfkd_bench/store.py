@@ -4,6 +4,7 @@ then renamed over the target, so a crash mid-write leaves the previous version i
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -123,6 +124,43 @@ def _lock_holder(fd: int) -> str:
         time.sleep(0.01)
 
 
+# File systems that refuse ``flock`` (Lustre mounted without ``-o flock``, some NFS set-ups)
+# raise one of these; ``DFKD_BENCH_LOCKS=off`` is the documented way to run there anyway.
+NO_LOCK_ERRNOS = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK}
+LOCKS_ENV = "DFKD_BENCH_LOCKS"
+
+
+def locks_enabled() -> bool:
+    """Whether run directories are locked (``$DFKD_BENCH_LOCKS`` is not ``off``)."""
+    return fcntl is not None and os.environ.get(LOCKS_ENV, "on").strip().lower() != "off"
+
+
+def _flock(fd: int, path: Path) -> None:
+    """``flock(LOCK_EX | LOCK_NB)`` on ``fd``; a file system without lock support is a
+    one-line ``UserError`` naming it and the fallback, never an uncaught ``OSError``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno not in NO_LOCK_ERRNOS:
+            raise
+        raise UserError(f"the file system of {path.parent} does not support file locks (flock: "
+                        f"{errno.errorcode.get(exc.errno, exc.errno)}; e.g. Lustre mounted without -o flock): write "
+                        f"results to one that does (--out), or set {LOCKS_ENV}=off to run without the one-writer-"
+                        "a-run lock (then never start two commands on one results folder at once)") from None
+
+
+def check_locks(folder: Path) -> None:
+    """That run directories under ``folder`` can be locked, before a sweep starts
+    workers that would each fail on it: the ``UserError`` of ``_flock`` if not."""
+    if not locks_enabled():
+        return
+    folder = ensure_writable_dir(folder)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".lock-probe-") as probe:
+        _flock(probe.fileno(), Path(probe.name))
+
+
 class RunDir:
     """One directory per (resolved config, seed)."""
 
@@ -146,14 +184,15 @@ class RunDir:
     def lock(self):
         """One writer per run directory: an exclusive ``flock`` on ``.lock``, released by
         the kernel when the holder dies (kill -9 included). A second process gets
-        ``RunLocked`` naming the holder. Without ``fcntl`` (not POSIX) there is no lock."""
-        if fcntl is None:
+        ``RunLocked`` naming the holder. Without ``fcntl`` (not POSIX) or with
+        ``DFKD_BENCH_LOCKS=off`` there is no lock."""
+        if not locks_enabled():
             yield
             return
         fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(fd, self.file(LOCK))
             except BlockingIOError:
                 raise RunLocked(f"run {self.path.name} is being written by {_lock_holder(fd)}; "
                                 "skipped it") from None
@@ -171,11 +210,11 @@ class RunDir:
         """Whether a live process holds this run's lock now (a probe: takes and drops it).
         A summary that says "running" while nobody holds the lock was left by a process
         that died; its run resumes."""
-        if fcntl is None or not self.file(LOCK).exists():
+        if not locks_enabled() or not self.file(LOCK).exists():
             return False
         fd = os.open(self.file(LOCK), os.O_RDWR)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, self.file(LOCK))
         except BlockingIOError:
             return True
         finally:

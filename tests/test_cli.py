@@ -28,7 +28,7 @@ def run_cli(capsys, *argv):
     (["run", "--methods", "deepinv", "--set", "stepz=3"], "unknown key 'stepz'"),
     (["run", "--methods", "deepinv", "--set", "steps=many"], "expected a value of type int"),
     (["run", "--methods", "deepinv", "--seeds", "a,b"], "expected comma-separated integers"),
-    (["run", "--methods", "deepinv", "--device", "tpu"], "unknown device 'tpu'; accepted: auto, cpu, cuda"),
+    (["run", "--methods", "deepinv", "--device", "tpu"], "--device 'tpu': expected one of auto, cpu, cuda"),
     (["run", "--methods", "deepinv", "--epochs", "0"], "expected a positive integer"),
     (["run", "--methods", "fast2", "--epochs", "5"], "leaves no epoch after warmup_epochs=20"),
     (["run"], "the following arguments are required: --methods"),
