@@ -21,7 +21,7 @@ from typing import Any, Callable, ContextManager
 import torch
 
 from .data import DataBundle
-from .errors import UserError
+from .errors import Diverged, UserError
 from .method import Batch, Method, MethodContext
 from .registry import Registry
 from . import augment as aug
@@ -57,6 +57,19 @@ def checked_synthesis(method: Method, result: Any) -> tuple[Batch, dict[str, flo
         raise TypeError(f"{type(method).__name__}.synthesize must return (Batch, dict of float logs), "
                         f"got {type(result).__name__}")
     return result
+
+
+def check_finite_synthesis(batch: Batch, logs: dict[str, float], epoch: int) -> None:
+    """A round's logs and images are finite, or the run has diverged: ``Diverged`` names
+    the quantity and the epoch (the loss first), as a diverging student step does, where
+    a non-finite pool would otherwise end in whatever raw error its first use raises
+    (SSD-KD: ``invalid multinomial distribution``). One device reduction a round."""
+    bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
+    if bad:
+        key = "loss" if "loss" in bad else bad[0]
+        raise Diverged(f"non-finite synthesis {key} ({float(logs[key])}) at epoch {epoch}")
+    if not bool(torch.isfinite(batch.images).all()):
+        raise Diverged(f"non-finite synthetic images at epoch {epoch}")
 
 
 class Feed:
@@ -127,6 +140,7 @@ class PoolFeed(Feed):
     def start_epoch(self, epoch: int) -> dict[str, float]:
         with self.env.clock.phase("synthesis"):  # one phase: synthesize's own is the same one
             batch, logs = self.synthesize(epoch)
+            check_finite_synthesis(batch, logs, epoch)
             self.pool.add(batch.images, batch.labels, batch.meta)
         logs = {f"synth_{k}": float(v) for k, v in logs.items()}
         logs.update(self.after_synthesis(batch))

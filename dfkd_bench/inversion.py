@@ -93,8 +93,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     """``KL(softmax(t/T) || softmax(s/T)) * T^2``; ``reduction='none'`` gives one value
     per sample (priority replay weights them)."""
     log_p_s = F.log_softmax(student_logits / T, dim=1)
-    p_t = F.softmax(teacher_logits / T, dim=1)
-    kl = F.kl_div(log_p_s, p_t, reduction="none").sum(dim=1) * (T * T)
+    # The teacher's log-probabilities, not its probabilities: a generator's step takes this
+    # loss's gradient through the teacher's logits, and where a probability underflows to 0
+    # (logits 104 apart at T 1 in fp32) kl_div's gradient with respect to it is log(0) * 0,
+    # NaN. That made SSD-KD's adversarial term NaN the generator on resnet34 -> resnet18
+    # (digits), whose teacher answers synthetic images with logits hundreds apart (issue 30).
+    log_p_t = F.log_softmax(teacher_logits / T, dim=1)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=1) * (T * T)
     return kl.mean() if reduction == "batchmean" else kl
 
 

@@ -105,6 +105,18 @@ def test_divergence_is_recorded_as_failed(tiny_zoo, tmp_path):
     assert recorder.events[-1] == ("failed", summary.reason)
 
 
+@pytest.mark.parametrize("where, reason", [("synthesis-loss", "non-finite synthesis loss (nan) at epoch 1"),
+                                           ("synthesis-images", "non-finite synthetic images at epoch 1")])
+def test_a_diverged_synthesis_round_fails_the_run_with_the_one_line_message(where, reason, tiny_zoo, tmp_path):
+    """Issue 30: a non-finite round entered the pool and SSD-KD ended in a raw
+    ``RuntimeError: invalid multinomial distribution``."""
+    from tests.plugins.tiny import Diverging  # noqa: F401  (registers the method)
+
+    summary = harness.run(smoke_spec("diverging", tmp_path / "r", preset=None, epochs=3, batch_size=8, kd_steps=2,
+                                     at_epoch=1, where=where))
+    assert (summary.status, summary.reason, summary.epochs_done) == ("failed", reason, 1)
+
+
 def test_data_scale_sets_steps_and_kd_subset_is_class_balanced(tiny_zoo, tmp_path):
     summary = harness.run(spec_for("kd", tmp_path / "r", data_scale=20))
     assert summary.steps_per_epoch == 3  # ceil(20 / 8)

@@ -282,3 +282,20 @@ def test_generator_init_fresh_starts_every_round_from_a_new_initialisation():
     meta.start_round()
     assert all(torch.equal(v, params_and_buffers(meta.generator)[k])
                for k, v in params_and_buffers(meta.fast_generator).items())
+
+
+def test_kd_loss_gradient_is_finite_where_a_teacher_probability_underflows():
+    """Issue 30: a generator step takes the KL's gradient through the teacher's logits;
+    with probabilities as kl_div's target it was log(0) * 0 = NaN wherever a teacher
+    probability underflowed (logits 200 apart), which NaN'ed SSD-KD's generator on
+    resnet34 -> resnet18 (digits)."""
+    import math
+
+    from dfkd_bench.inversion import kd_loss
+
+    t = torch.tensor([[0.0, 200.0, -5.0], [0.0, math.log(3.0), -1e4]], requires_grad=True)
+    loss = kd_loss(torch.zeros(2, 3), t, 1.0, reduction="none")
+    # row 2: p_t = (1/4, 3/4, 0) against uniform thirds
+    assert loss[1].item() == pytest.approx(0.25 * math.log(0.75) + 0.75 * math.log(2.25), abs=1e-6)
+    loss.sum().backward()
+    assert torch.isfinite(t.grad).all() and t.grad[0].tolist() == [0.0, 0.0, 0.0]  # a saturated softmax

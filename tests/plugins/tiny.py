@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -40,6 +41,8 @@ if "tiny" not in DATASETS:
 @dataclass
 class DivergeConfig:
     at_epoch: int = 1  # the first epoch whose loss is NaN
+    # what turns NaN: the distillation loss, or the synthesis round's logged loss or its images
+    where: Literal["distillation", "synthesis-loss", "synthesis-images"] = "distillation"
 
 
 class Diverging(Method):
@@ -50,11 +53,15 @@ class Diverging(Method):
 
     def synthesize(self, epoch):
         self.epoch = epoch
-        return Batch(torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)), {}
+        images = torch.randn(8, *self.ctx.image_shape, device=self.ctx.device)
+        late = epoch >= self.cfg.at_epoch
+        if late and self.cfg.where == "synthesis-images":
+            images[0, 0, 0, 0] = float("inf")
+        return Batch(images), {"loss": float("nan") if late and self.cfg.where == "synthesis-loss" else 1.0}
 
     def distill_loss(self, batch):
         losses = super().distill_loss(batch)
-        if self.epoch >= self.cfg.at_epoch:
+        if self.epoch >= self.cfg.at_epoch and self.cfg.where == "distillation":
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
