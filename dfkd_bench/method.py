@@ -192,6 +192,15 @@ class OnlineGeneratorMethod(Method):
     def generator_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError(f"{type(self).__name__} must implement generator_loss()")
 
+    def variant(self) -> str:
+        """The student's KD temperature where it is not the suite's T 20 and the student's
+        loss is the harness's KD at T: the reference scripts distilled the online methods
+        at T 1, which their ``paper`` presets keep, so a table row says so
+        (``dafl-paper [student T 1]``). DFAD's L1 student loss has no temperature."""
+        if type(self).distill_loss is not Method.distill_loss or self.ctx.run.T == 20.0:
+            return ""
+        return f"student T {self.ctx.run.T:g}"
+
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
         return Batch(images), logs

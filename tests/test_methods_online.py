@@ -271,3 +271,14 @@ def test_paper_presets_step_the_generator_as_the_published_scripts(name, per_epo
         method.synthesize(0)
     steps = {float(s["step"]) for s in method.gen.optimizer.state_dict()["state"].values()}
     assert steps == {per_epoch / 10}
+
+
+@pytest.mark.parametrize("name, T, label", [("dafl", 1.0, "student T 1"), ("dfq", 1.0, "student T 1"),
+                                            ("zskt", 1.0, "student T 1"), ("dafl", 20.0, ""),
+                                            ("dfad", 1.0, "")])  # DFAD's student loss is L1: no temperature
+def test_a_table_row_names_the_students_temperature_where_it_is_not_t20(name, T, label):
+    """Issue 30, item 12: the paper presets distil at T 1, as the reference scripts did;
+    the row says so (``dafl-paper [student T 1]``), while every T 20 row reads as before."""
+    ctx = make_ctx()
+    ctx.run.T = T
+    assert make_method(name, ctx, nz=16).variant() == label
