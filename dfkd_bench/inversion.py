@@ -270,6 +270,24 @@ def frozen(module: nn.Module):
             p.requires_grad_(True)
 
 
+@contextmanager
+def train_mode_keeping_bn_statistics(model: nn.Module):
+    """``model`` in train mode for the block (its BatchNorm layers normalise by the batch's
+    statistics, as in a student step) with their running statistics restored after, so a
+    scoring forward does not count as training; then back in its previous mode."""
+    was_training = model.training
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in bns]
+    model.train()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        for m, buffers in zip(bns, saved):
+            for live, old in zip(m.buffers(), buffers):
+                live.copy_(old)
+
+
 class OnlineGenerator:
     """A generator trained alongside the student, for the online methods (DAFL, DFAD,
     ZSKT, DFQ): a generator of ``GENERATORS`` (``kind``) in train mode, its Adam optimiser (betas 0.5,

@@ -15,40 +15,39 @@ two changes that let the student learn from a small, constant-size set of sample
   maximum, beta annealed to 1); after every step the sampled items' priorities are
   refreshed.
 
-Choices where the paper is silent (each field says why): phi is a weight, not a path
-for gradients (the buffer share is a count; the paper treats phi as modulating the
-loss); the task term is CE against Fast's random targets (``task_target="teacher"``:
-the teacher's own prediction, Sec. 3.1 read literally, whose buffer measured less
-class-balanced than Fast2's pool, see the field); KL for the priorities
-is at T = 1 ("KL between the softmax outputs") for new and refreshed items alike. The
-two differ in view and student mode, on purpose: a new item's priority is taken on the
-stored image with the student in eval mode (as the synthesis phase leaves it), and a
-refresh reuses the KD step's own forward pass (the augmented view, the student in train
-mode). The refresh so costs no extra forward, which is the point of SSD-KD, and taking
-new priorities in train mode would update the student's BN running statistics with
-batches it is not trained on; an extra eval-mode forward each step would cost about a
-third of a KD step. Ablations (the paper's Table 4) are
-presets: ``no-ps`` (uniform sampling, no IS weights), ``no-difficulty``,
-``no-diversity``, ``no-balance`` (phi = 1), ``none`` (all three off), and Table 4's two
-rows with one balancing term and no priority sampling, ``only-difficulty`` and
-``only-diversity``. Table 4's six rows are then ``none`` (baseline), ``no-balance``
-(+PS), ``only-difficulty``, ``only-diversity``, ``no-ps`` (both terms) and the full
-method.
+Choices where the paper is silent (each field says why): phi is a weight, not a path for
+gradients. The task term (``task_target``): the paper's L_Task is CE to the teacher's
+prediction and phi is built from that prediction, a focal loss on the sample's own label
+(``teacher``); ``random-focal`` is the same focal term for Fast's random target y (phi of
+y's class and p_T(y)); ``random``, the default until issue 31's study decides, mixes them:
+CE to y weighted by the argmax's phi, about 0 exactly where a confident frequent class
+c != y would be pulled towards y. Logged phi means (resnet32 -> resnet8, ssdkd:cpu for 14
+epochs, seed 0): 0.094 random, 0.095 teacher, 0.756 random-focal, so the mix's one-hot
+weight is in effect 0.5 x 0.094 = 0.05 (with the teacher's labels the buffer ended less
+class-balanced than Fast2's pool, 0.926 vs 0.941, reports/cpu-structure.md). Priorities
+are KL at T 1. A refresh reuses the KD step's forward (the augmented view, the student in
+train mode): no extra forward, the point of SSD-KD. A new item is scored on the stored
+image in eval mode (``new_priority="stored"``, the default) or as a refresh scores it
+(``"refresh"``: an augmented view in train mode, the student's BN statistics restored
+after, one more forward a round). Measured on the same 14-epoch runs, new items' mean
+priority over the distillation epochs against refreshed items' (w x KL): 1.419 vs 1.410
+(random), 1.387 vs 1.315 (teacher), 1.427 vs 1.409 (random-focal), a bias of 1-5 % at
+this budget, so ``stored`` stays the default (no extra forward) and ``refresh`` is the
+consistent arm for the study.
+Ablations (Table 4) are presets: ``no-ps`` (uniform sampling, no IS weights),
+``no-difficulty``, ``no-diversity``, ``no-balance`` (phi = 1), ``none`` (all three off),
+``only-difficulty``, ``only-diversity``; Table 4's six rows are ``none``, ``no-balance``
+(+PS), ``only-difficulty``, ``only-diversity``, ``no-ps`` (both terms) and the full method.
 
-Generator initialisation: Algorithm 1, line 4 initialises a generative network every
-epoch, while Sec. 4.1 says SSD-KD follows Fast's settings and Table 1 times it against
-Fast2. The default is Fast's meta-learned start (``generator_init="meta"``): with T_g = 2
-inner steps, as the timing against Fast2 implies, a freshly initialised generator would
-emit near-noise, and only Fast's meta start makes 2 steps enough; line 4 then reads as
-"copy the meta generator". ``generator_init="fresh"`` is the literal reading.
+Generator initialisation: Algorithm 1, line 4 initialises a generator every epoch, but
+SSD-KD follows Fast's settings and is timed against Fast2: with T_g = 2 inner steps only
+Fast's meta-learned start (``generator_init="meta"``, the default; line 4 read as "copy
+the meta generator") gives more than noise; ``"fresh"`` is the literal reading.
 
-Importance weights: Eq. 5 as printed is the default (``is_norm="none"``). Dividing by
-the buffer-wide maximum weight (prioritised replay's habit, ``is_norm="buffer"``, the
-default before issue 12) shrinks every weight as priorities spread: the runs in
-reports/cpu-baseline.md measured mean weights of 0.03-0.10, a KD step 10-40x smaller,
-and SSD-KD 6-13 points behind Fast2 for that alone. ``batch`` and ``mean`` are the other
-options; ``beta_final`` sets where beta's annealing ends (0 with beta 0: priority
-sampling without correction).
+Importance weights: Eq. 5 as printed (``is_norm="none"``). Dividing by the buffer-wide
+maximum (``"buffer"``, prioritised replay's habit, the default before issue 12) measured
+mean weights of 0.03-0.10 and SSD-KD 6-13 points behind Fast2 for that alone
+(reports/cpu-baseline.md); ``beta_final`` sets where beta's annealing ends.
 """
 from __future__ import annotations
 
@@ -59,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.config import NonNegativeFloat, PositiveFloat, PositiveInt
-from dfkd_bench.inversion import kd_loss
+from dfkd_bench.inversion import kd_loss, train_mode_keeping_bn_statistics
 from dfkd_bench.method import SMOKE_RUN, Batch, register_method
 from dfkd_bench.pool import PriorityReplay
 
@@ -73,18 +72,19 @@ class SSDKDConfig(FastConfig):
     lr_z: PositiveFloat = 0.015  # Fast2's latent lr
     gamma: NonNegativeFloat = 2.0  # difficulty exponent: the focal-loss default (Lin et al., 2017)
     alpha: NonNegativeFloat = 0.6  # priority exponent: prioritised replay's proportional variant (Schaul et al., 2016)
-    beta: NonNegativeFloat = 0.4  # initial IS exponent, annealed linearly to beta_final over the run (Schaul et al., 2016)
+    beta: NonNegativeFloat = 0.4  # initial IS exponent, annealed linearly to beta_final over the
+    # distillation epochs (Schaul et al., 2016)
     beta_final: NonNegativeFloat = 1.0  # the paper anneals to 1 (full correction); 0 with beta 0: PS without IS weights
     eps: NonNegativeFloat = 1e-6  # keeps zero-priority samples reachable (Eq. 6); small against KL values
     priority_sampling: bool = True  # Table 4 "PS"; off: uniform sampling and unit weights
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
-    # L_Task's labels: Fast's random targets, or the teacher's own prediction (Sec. 3.1 read
-    # literally). Measured (reports/cpu-structure.md): with the teacher's labels the
-    # buffer ends *less* class-balanced than Fast2's pool (normalised entropy 0.926 vs
-    # 0.941, two seeds each), since phi, detached, can only down-weight frequent classes;
-    # random targets match Fast2 (0.940), so they are the default
-    task_target: Literal["teacher", "random"] = "random"
+    # phi x L_Task: the printed focal term ("teacher"), the same for the random target
+    # ("random-focal"), or their mix ("random"; the default until issue 31); see the docstring
+    task_target: Literal["teacher", "random", "random-focal"] = "random"
+    # a new item's priority: on the stored image, student in eval mode ("stored"), or on an
+    # augmented view in train mode, as a refresh takes it ("refresh"); see the docstring
+    new_priority: Literal["stored", "refresh"] = "stored"
     # Eq. 5 as printed ("none"); "buffer": divided by the buffer-wide max weight (prioritised
     # replay's habit, which shrinks the KD step; the default before issue 12); "batch": by the
     # batch max; "mean": by the batch mean
@@ -103,12 +103,11 @@ _ABLATIONS = {
     "only-diversity": {"priority_sampling": False, "difficulty": False},  # Table 4: baseline + diversity
 }
 _SSD_PAPER = {**_PAPER, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "data_scale": 5000}
-# Table 2's "relaxed" data scale, "similar to that for Fast5": Fast5's pool ends at 51,200
-# images (200 rounds of 256) and the paper's scale sweep tops out at 50,000. A 50,000
-# buffer needs ceil(50,000 / 256) = 196 synthesis-only rounds to be full before the
-# first KD step (the structure every SSD-KD preset keeps), then the paper's 200
-# distillation epochs, evicting all along.
-_SSD_RELAXED = {**_SSD_PAPER, "data_scale": 50000, "warmup_epochs": 196, "epochs": 396}
+# Table 2's "relaxed" scale, "similar to that for Fast5", read as Fast5's pool, which grows
+# over its 220 rounds of 256 (20 synthesis-only) to 56,320 images: Fast5's rounds and a
+# 50,000 buffer (the top of the paper's scale sweep) that they fill by round 196, sampled
+# from as it grows, 196 KD steps an epoch (issue 30; before: 196 warm-up rounds, 396 in all).
+_SSD_RELAXED = {**_SSD_PAPER, "data_scale": 50000}
 # CPU scale keeps the paper's structure, not only its size: SSD-KD trains on a twentieth
 # of Fast-N's samples an epoch, as in the paper (5,000 vs Fast's 400 x 256 = 102,400;
 # here 256 vs fastN-cpu's 40 x 128 = 5,120), its buffer is full before the first KD step
@@ -131,9 +130,8 @@ class SSDKD(Fast):
         "cpu": _SSD_CPU,
         **{name: {**_SSD_PAPER, **changes} for name, changes in _ABLATIONS.items()},  # Table 4, paper settings
         **{f"{name}-cpu": {**_SSD_CPU, **changes} for name, changes in _ABLATIONS.items()},
-        # the CPU study's control (issue 17): the 256-sample buffer with Fast2's 40 student steps
-        # an epoch (20 passes of 2 batches), not the paper's one pass, to tell the data scale
-        # from the step count it sets
+        # the CPU study's control (issue 17): the 256 buffer with Fast2's 40 student steps an
+        # epoch (20 passes), to tell the data scale from the step count it sets
         "cpu-40steps": {**_SSD_CPU, "kd_passes": 20},
         # a 24-sample buffer: 16 new samples an epoch, so the second epoch evicts
         "smoke": {**SMOKE_RUN, "steps": 3, "synth_batch": 16, "data_scale": 24},
@@ -144,10 +142,14 @@ class SSDKD(Fast):
         self.buffer: PriorityReplay | None = None
 
     # --- inversion: phi(x) * L_Task ------------------------------------------------
-    def phi(self, t_out: torch.Tensor) -> torch.Tensor:
-        """Eq. 3 for each sample, against the current buffer; 1 where a term is off."""
+    def phi(self, t_out: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 3 for each sample against the current buffer, for the class ``labels`` and
+        the teacher's probability of it (default: its argmax and confidence); 1 where a
+        term is off."""
         prob = F.softmax(t_out.detach().float(), dim=1)
         confidence, cls = prob.max(dim=1)
+        if labels is not None:
+            cls, confidence = labels, prob.gather(1, labels[:, None]).squeeze(1)
         out = torch.ones_like(confidence)
         if self.cfg.diversity and self.buffer is not None:
             out = out * (1 - self.buffer.class_share(cls))
@@ -155,21 +157,33 @@ class SSDKD(Fast):
             out = out * (1 - confidence) ** self.cfg.gamma
         return out
 
+    def task_phi(self, t_out: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task term's labels and phi under ``task_target``."""
+        if self.cfg.task_target == "teacher":
+            return t_out.argmax(1), self.phi(t_out)
+        return targets, self.phi(t_out, targets if self.cfg.task_target == "random-focal" else None)
+
     def task_loss(self, x_aug, t_out, targets):
-        labels = t_out.argmax(1) if self.cfg.task_target == "teacher" else targets
-        phi = self.phi(t_out)
+        labels, phi = self.task_phi(t_out, targets)
         if self.cfg.phi_normalise:
             phi = phi / phi.mean().clamp_min(1e-12)
         return (phi * F.cross_entropy(t_out, labels, reduction="none")).mean()
 
     def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         batch, logs = super().synthesize(epoch)
+        ctx = self.ctx
         with torch.no_grad():
-            t_out = self.ctx.teacher(batch.images)
-            s_out = self.ctx.student(batch.images)
-        batch.meta["priority"] = kd_loss(s_out, t_out, 1.0, reduction="none")  # Eq. 4 with w_{-1} = 1
+            t_out = ctx.teacher(batch.images)
+            if self.cfg.new_priority == "refresh":
+                view = ctx.augment(batch.images)
+                with train_mode_keeping_bn_statistics(ctx.student):
+                    priority = kd_loss(ctx.student(view), ctx.teacher(view), 1.0, reduction="none")
+            else:
+                priority = kd_loss(ctx.student(batch.images), t_out, 1.0, reduction="none")
+        batch.meta["priority"] = priority  # Eq. 4 with w_{-1} = 1
         batch.meta["teacher_class"] = t_out.argmax(1)
-        logs["phi_mean"] = self.phi(t_out).mean().item()
+        logs["phi_mean"] = self.task_phi(t_out, batch.labels)[1].mean().item()  # the phi the task term uses
+        logs["priority_new"] = priority.mean().item()
         return batch, logs
 
     # --- distillation with priority sampling --------------------------------------
@@ -196,7 +210,8 @@ class SSDKD(Fast):
         weights = batch.meta.get("is_weight", torch.ones_like(per_sample))
         loss = (weights * per_sample).mean()
         batch.meta["kl"] = kd_loss(s.detach(), t, 1.0, reduction="none")
-        return {"loss": loss, "kd": per_sample.mean().detach(), "is_weight": weights.mean()}
+        return {"loss": loss, "kd": per_sample.mean().detach(), "is_weight": weights.mean(),
+                "kl_refresh": batch.meta["kl"].mean(), "priority_refresh": (weights * batch.meta["kl"]).mean()}
 
     def after_distill_step(self, batch: Batch, losses) -> None:
         """Eq. 4: the sampled items' new priority is their IS weight times their KL."""

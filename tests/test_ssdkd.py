@@ -63,6 +63,59 @@ def test_task_loss_is_phi_weighted_ce_against_teacher_prediction():
     assert torch.allclose(method.task_loss(None, t_out, torch.tensor([3, 3])), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("task_target, phi_rows", [
+    # the mix (default): CE to the random target, phi of the teacher's argmax (0 of 3/4, 1 of 1/4)
+    ("random", [(1 - 3 / 4) * (1 - 0.7) ** 2, (1 - 1 / 4) * (1 - 0.5) ** 2]),
+    # random target with its own phi: target class 1 holds 1/4 of the buffer, p_T(1) = 0.1 and 0.5
+    ("random-focal", [(1 - 1 / 4) * (1 - 0.1) ** 2, (1 - 1 / 4) * (1 - 0.5) ** 2]),
+])
+def test_random_target_task_terms_weight_ce_to_the_target_by_their_phi(task_target, phi_rows):
+    """Issue 30: the two random-target forms differ only in whose class and probability phi
+    is taken for; both take CE against the target."""
+    method = make(task_target=task_target)
+    fill(method, [0, 0, 0, 1])
+    t_out = logits_for([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1]])
+    targets = torch.tensor([1, 1])
+    labels, phi = method.task_phi(t_out, targets)
+    assert torch.equal(labels, targets) and torch.allclose(phi, torch.tensor(phi_rows), atol=1e-6)
+    expected = (phi_rows[0] * -math.log(0.1) + phi_rows[1] * -math.log(0.5)) / 2
+    assert method.task_loss(None, t_out, targets).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_teacher_task_term_is_the_focal_term_on_the_teachers_own_label():
+    """The printed reading: its labels are the argmax, and phi for the argmax is phi for
+    that label, so the random-focal rule applied to the argmax gives the same weights."""
+    method = make(task_target="teacher")
+    fill(method, [0, 0, 0, 1])
+    t_out = logits_for([[0.7, 0.1, 0.1, 0.1], [0.2, 0.5, 0.2, 0.1]])
+    labels, phi = method.task_phi(t_out, torch.tensor([3, 3]))
+    assert labels.tolist() == [0, 1]
+    assert torch.allclose(phi, method.phi(t_out, labels), atol=0) and torch.allclose(phi, method.phi(t_out))
+
+
+def test_refresh_form_scores_new_items_like_a_refresh_without_touching_bn_statistics():
+    """Issue 30, new_priority="refresh": KL at T 1 on the augmented view (the identity
+    here) with the student in train mode, as after_distill_step scores a refresh (w = 1);
+    the student's BN running statistics and its eval mode are as before."""
+    method = make(new_priority="refresh")
+    method.ctx.augment = lambda x: x
+    student = method.ctx.student.eval()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    torch.manual_seed(3)
+    batch, logs = method.synthesize(0)
+    assert not student.training
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    from dfkd_bench.inversion import kd_loss
+    with torch.no_grad():
+        t = method.ctx.teacher(batch.images)
+        student.train()
+        expected = kd_loss(student(batch.images), t, 1.0, reduction="none")
+    assert torch.allclose(batch.meta["priority"], expected, atol=1e-6)
+    assert logs["priority_new"] == pytest.approx(expected.mean().item(), abs=1e-6)
+    stored = make().synthesize(0)[0].meta["priority"]  # the default: eval mode, other numbers
+    assert not torch.allclose(stored, expected[: len(stored)])
+
+
 def test_priority_sampling_off_is_uniform_with_unit_weights():
     method = make(priority_sampling=False)
     fill(method, [0, 1, 2, 3])
@@ -154,3 +207,16 @@ def test_the_ablation_presets_cover_table_4s_rows():
         for name in (preset, "cpu" if preset == "paper" else f"{preset}-cpu"):
             cfg = configure(SSDKD, name)[1]
             assert (cfg.priority_sampling, cfg.difficulty, cfg.diversity) == flags, name
+
+
+def test_relaxed_preset_has_fast5s_rounds_and_a_buffer_they_fill():
+    """Issue 30: Table 2's relaxed scale keeps Fast5's 220 rounds (20 synthesis-only) of 256
+    images; its 50,000 buffer fills at round 196 and is evicted from in the last 24."""
+    from dfkd_bench.config import RunConfig, apply_changes
+    from dfkd_bench.plan import preset_changes
+
+    run, cfg = apply_changes(RunConfig(), SSDKD.config_cls(), preset_changes(SSDKD, "relaxed"), "relaxed")
+    fast5, _ = apply_changes(RunConfig(), METHODS.get("fast").config_cls(), METHODS.get("fast").presets["fast5"], "fast5")
+    assert (run.epochs, run.warmup_epochs, cfg.synth_batch) == (fast5.epochs, fast5.warmup_epochs, 256) == (220, 20, 256)
+    assert run.data_scale == 50000 and -(-run.data_scale // cfg.synth_batch) == 196 <= run.epochs
+    assert run.steps_per_epoch() == 196
