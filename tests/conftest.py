@@ -27,20 +27,28 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture()
-def tiny_zoo(cache):
-    """The ``tiny`` data set with a random (untrained) cnn_s teacher in the zoo: BN
+def save_random_tiny_teacher(head_scale: float = 1.0) -> None:
+    """A random (untrained) cnn_s teacher for the ``tiny`` data set into the zoo: BN
     running statistics come from a few train-mode passes over random inputs so the
-    BN-statistics loss has something real to match."""
+    BN-statistics loss has something real to match; ``head_scale`` multiplies its last
+    layer's weights."""
     from dfkd_bench.models import build_model
     from dfkd_bench.teachers import save_teacher
     from tests.plugins import tiny  # noqa: F401  (registers the tiny data set)
 
     torch.manual_seed(0)
     teacher = build_model("cnn_s", 4, 1)
+    teacher.fc.weight.data *= head_scale
     teacher.train()
     with torch.no_grad():
         for _ in range(3):
             teacher(torch.randn(16, 1, 8, 8))
-    save_teacher(teacher, "tiny", "cnn_s", top1=25.0, recipe={"note": "random test teacher"})
+    note = "random test teacher" + (f", head x{head_scale:g}" if head_scale != 1 else "")
+    save_teacher(teacher, "tiny", "cnn_s", top1=25.0, recipe={"note": note})
+
+
+@pytest.fixture()
+def tiny_zoo(cache):
+    """The ``tiny`` data set with a random (untrained) cnn_s teacher in the zoo."""
+    save_random_tiny_teacher()
     return cache

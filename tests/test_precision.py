@@ -116,17 +116,10 @@ def responsive_tiny_zoo(cache):
     """The ``tiny`` zoo's random cnn_s teacher with its head scaled 10x, so that its
     prediction moves with its input within a few pixel steps (the random head's logits
     barely do)."""
-    from dfkd_bench.teachers import save_teacher
-    from tests.plugins import pixel_inversion, tiny  # noqa: F401  (register the data set and the method)
+    from tests.conftest import save_random_tiny_teacher
+    from tests.plugins import pixel_inversion  # noqa: F401  (registers the method)
 
-    torch.manual_seed(0)
-    teacher = build_model("cnn_s", 4, 1)
-    teacher.fc.weight.data *= 10
-    teacher.train()
-    with torch.no_grad():
-        for _ in range(3):
-            teacher(torch.randn(16, 1, 8, 8))
-    save_teacher(teacher, "tiny", "cnn_s", top1=25.0, recipe={"note": "random test teacher, head x10"})
+    save_random_tiny_teacher(head_scale=10.0)
     return cache
 
 
