@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from dfkd_bench import harness, published, store
+from dfkd_bench import harness, published, stats, store
 from dfkd_bench.signals import sigterm_as_interrupt
 from dfkd_bench.errors import UserError
 from dfkd_bench.events import RunObserver
@@ -79,13 +79,13 @@ def ranking(rows: list[dict], pair: str) -> list[str]:
             ours.setdefault(key, []).append(r["final_top1"])
     mean = {k: sum(v) / len(v) for k, v in ours.items()}
     pub = published.cifar10(pair)
-    tau, n = published.kendall_tau(mean, pub)
+    tau, n = stats.kendall_tau(mean, pub)
     order = sorted(mean, key=lambda k: -mean[k])
-    pub_rank = {k: i + 1 for i, k in enumerate(sorted((k for k in pub if k in mean), key=lambda k: -pub[k]))}
+    ours, pub_rank = stats.ranks(mean), stats.ranks({k: v for k, v in pub.items() if k in mean})
     lines = [f"## Ranking against the published CIFAR-10 table ({pair})", "",
              "| method | here top-1 % | rank here | published top-1 % | published rank |", "|---|---|---|---|---|"]
-    for i, k in enumerate(order):
-        lines.append(f"| {k} | {mean[k]:.2f} | {i + 1} | {pub.get(k, '-')} | {pub_rank.get(k, '-')} |")
+    for k in order:
+        lines.append(f"| {k} | {mean[k]:.2f} | {ours[k]} | {pub.get(k, '-')} | {pub_rank.get(k, '-')} |")
     lines += ["", f"Kendall tau over the {n} methods in both: {tau:.2f}" if n >= 2 else
               "Fewer than two methods in both tables: no rank correlation."]
     return lines

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfkd_bench import published, report, tables
+from dfkd_bench import published, report, stats, tables
 from dfkd_bench.figures import fit_line
 
 # Table 4 (CIFAR-10, resnet34 -> resnet18 and wrn40_2 -> wrn16_1): preset -> published top-1
@@ -31,6 +31,7 @@ TABLE4 = {"none-cpu": ("baseline", 87.35, 80.47), "no-balance-cpu": ("+PS", 90.2
           "only-difficulty-cpu": ("+difficulty", 88.57, 83.12), "only-diversity-cpu": ("+diversity", 89.12, 84.31),
           "no-ps-cpu": ("+difficulty +diversity", 89.95, 85.79), "cpu": ("full (PS + both terms)", 92.92, 88.07)}
 ABLATION_SCALE = 1250
+ABLATIONS = ("no-ps-cpu", "no-difficulty-cpu", "no-diversity-cpu", "no-balance-cpu", "none-cpu")
 
 
 def _mean_std(row) -> str:
@@ -64,11 +65,19 @@ def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
         lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {_mean_std(r)} | "
                      f"{r.train_seconds:,.0f} | {r.total_seconds:,.0f} | {ssd.top1_mean - r.top1_mean:+.2f} | "
                      f"{ssd.train_seconds / r.train_seconds:.3f} | {ssd.total_seconds / r.total_seconds:.3f} |")
+    lines.append("")
+    for key in ("fast2", "fast5", "fast10"):
+        if rows.get(key) is not None:
+            lines.append(f"- {_welch(ssd, rows[key], 'SSD-KD', key)}")
     f2, f10 = rows.get("fast2"), rows.get("fast10")
     if f2 is not None and f10 is not None:
-        lines += ["", f"Fast10 - Fast2: {f10.top1_mean - f2.top1_mean:+.2f} points (Fast10 {_mean_std(f10)}, "
-                      f"Fast2 {_mean_std(f2)})."]
+        lines.append(f"- {_welch(f10, f2, 'Fast10', 'Fast2')}")
     return lines + [""]
+
+
+def _welch(a, b, name_a: str, name_b: str) -> str:
+    """The package's Welch test of two experiments-table rows, as one sentence."""
+    return stats.welch(tables.top1_sample(a), tables.top1_sample(b)).sentence(name_a, name_b)
 
 
 def step_control(exp: pd.DataFrame, done: pd.DataFrame) -> list[str]:
@@ -86,8 +95,8 @@ def step_control(exp: pd.DataFrame, done: pd.DataFrame) -> list[str]:
             scale = f"{int(r.data_scale):,}" if r.data_scale else "preset"
             lines.append(f"| {r.label} | {scale} | {int(steps[r.config_id])} | {_mean_std(r)} | "
                          f"{r.train_seconds:,.0f} |")
-    lines += ["", f"The control minus the main row: {control.top1_mean - small.top1_mean:+.2f} points for "
-                  f"{control.train_seconds / small.train_seconds:.2f}x its train time."]
+    lines += ["", f"The control against the main row, for {control.train_seconds / small.train_seconds:.2f}x its "
+                  f"train time: {_welch(control, small, 'control', 'main row')}."]
     return lines + [""]
 
 
@@ -97,16 +106,15 @@ def noise_floor(exp: pd.DataFrame) -> list[str]:
     if noise is None:
         return lines + ["The noise row has not run yet.", ""]
     lines += [f"Noise (KD on Gaussian noise): {_mean_std(noise)}.", "",
-              "| row | top-1 % | above noise (points) | above noise / combined std |", "|---|---:|---:|---:|"]
+              "| row | top-1 % | above noise (points) | Welch t (df), p | verdict |", "|---|---:|---:|---:|---|"]
     data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
     for r in data_free.itertuples(index=False):
-        margin = r.top1_mean - noise.top1_mean
-        # the margin in units of both rows' seed spread (noise's is 0 when every seed ends at chance;
-        # a one-seed row has none)
-        spread = math.hypot(*(0.0 if pd.isna(x.top1_std) else float(x.top1_std) for x in (noise, r)))
-        # no spread on either side (every seed of both at chance, say): the ratio is undefined
-        ratio = f"{margin / spread:.1f}" if spread > 0 else "no spread"
-        lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {_mean_std(r)} | {margin:+.2f} | {ratio} |")
+        d = stats.welch(tables.top1_sample(r), tables.top1_sample(noise))
+        test = d.why_untestable.split(":")[0] if d.why_untestable else f"{d.t:.2f} ({d.df:.1f}), {d.p:.3g}"
+        verdict = "-" if d.why_untestable else "above noise" if d.detected and d.diff > 0 else \
+            "below noise" if d.detected else "no detectable effect"
+        lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {_mean_std(r)} | {d.diff:+.2f} | {test} | "
+                     f"{verdict} |")
     return lines + [""]
 
 
@@ -116,26 +124,23 @@ def ablations(exp: pd.DataFrame) -> list[str]:
              "|---|---|---:|---:|---:|---:|"]
     here = {p: find(exp, "ssdkd", p, ABLATION_SCALE) for p in TABLE4}
     ran = {p: float(r.top1_mean) for p, r in here.items() if r is not None}
-    ours = {p: i + 1 for i, p in enumerate(sorted(ran, key=lambda p: -ran[p]))}
     paper = {p: v[1] for p, v in TABLE4.items()}
-    theirs = {p: i + 1 for i, p in enumerate(sorted(paper, key=lambda p: -paper[p]))}
+    ours, theirs = stats.ranks(ran), stats.ranks(paper)
     for p, (row, r34, w40) in TABLE4.items():
         lines.append(f"| {row} | {p} | {_mean_std(here[p])} | {ours.get(p, '-')} | {r34:.2f} ({theirs[p]}) | "
                      f"{w40:.2f} |")
-    tau, n = published.kendall_tau(ran, paper)
+    tau, n = stats.kendall_tau(ran, paper)
     lines += ["", f"Kendall tau with the published resnet34 -> resnet18 order over the {n} rows run: "
                   f"{tau:.2f}" if n >= 2 else "Fewer than two rows have run: no rank agreement yet."]
     full = find(exp, "ssdkd", "cpu", ABLATION_SCALE)
-    drops = []
-    for p in ("no-ps-cpu", "no-difficulty-cpu", "no-diversity-cpu", "no-balance-cpu", "none-cpu"):
-        r = find(exp, "ssdkd", p, ABLATION_SCALE)
-        if full is not None and r is not None:
-            # the difference's standard error over seeds (Welch), where both rows have two or more
-            se = math.sqrt(r.top1_std ** 2 / r.seeds + full.top1_std ** 2 / full.seeds)
-            drops.append(f"{p}: {r.top1_mean - full.top1_mean:+.2f}" + ("" if math.isnan(se) else f" (SE {se:.2f})"))
-    if drops:
-        lines += ["", "Each ablation minus the full method at 1,250 (points; SE: the difference's standard error "
-                      "over seeds): " + "; ".join(drops) + "."]
+    tests = {p: stats.welch(tables.top1_sample(r), tables.top1_sample(full)) for p in ABLATIONS
+             if full is not None and (r := find(exp, "ssdkd", p, ABLATION_SCALE)) is not None}
+    holm = dict(zip(tests, stats.holm([d.p for d in tests.values()])))
+    if tests:
+        lines += ["", f"Each ablation against the full method at 1,250 (Welch; p adjusted by Holm over the "
+                      f"{len(tests)} contrasts):", ""]
+        lines += [f"- {d.sentence(p, 'full')}" + ("" if math.isnan(holm[p]) else f"; Holm-adjusted p = {holm[p]:.3g}")
+                  for p, d in tests.items()]
     return lines + [""]
 
 
@@ -149,8 +154,10 @@ def dda(exp: pd.DataFrame) -> list[str]:
     lines += [f"- `no-aug-cpu`: {_mean_std(plain)}, train {plain.train_seconds:,.0f} s",
               f"- `cpu` ({aug.label}): {_mean_std(aug)}, train {aug.train_seconds:,.0f} s, of it augmentation "
               f"{aug_text}",
-              f"- augmentation adds {aug.top1_mean - plain.top1_mean:+.2f} points for "
-              f"{aug.train_seconds / plain.train_seconds:.2f}x the train time", ""]
+              f"- augmentation, for {aug.train_seconds / plain.train_seconds:.2f}x the train time: "
+              f"{_welch(aug, plain, 'cpu', 'no-aug-cpu')}",
+              f"- {stats.variance_ratio(tables.top1_sample(aug), tables.top1_sample(plain)).sentence('cpu', 'no-aug-cpu')}",
+              ""]
     return lines
 
 

@@ -3,6 +3,7 @@ no logic of its own."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,6 +30,23 @@ def _csv(text: str) -> list[str]:
 
 
 _seeds, _scales = options.seeds, options.scales
+
+
+def _comparison(text: str) -> tuple[str, str]:
+    names = options.items(text)
+    if len(names) != 2 or names[0] == names[1]:
+        raise UserError(f"--compare {text!r}: expected two different names A,B, e.g. ssdkd,fast2")
+    return names[0], names[1]
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"--margin {text!r}: expected a positive number of top-1 points, e.g. 2")
+    return value
 
 
 def _epochs(text: str) -> int:
@@ -164,7 +182,8 @@ def cmd_report(args) -> int:
                             "give a markdown file") from None
     try:
         rep = report.write_report(results, out, pairs=args.pair, datasets=args.dataset, methods=args.methods,
-                                  baseline=args.baseline, preamble=preamble, figure_exclude=args.figure_exclude)
+                                  baseline=args.baseline, preamble=preamble, figure_exclude=args.figure_exclude,
+                                  compare=args.compare, margin=args.margin)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
     rows, problems, files = rep.rows, rep.problems, rep.files
@@ -183,7 +202,7 @@ def cmd_report(args) -> int:
         t.add_row(*r.values())
     console.print(t)
     for line in rep.notes:
-        console.print(line)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"written: {out / 'index.md'} and {len(files) - 1} more files under {out}")
     return 0
 
@@ -348,6 +367,12 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figure-exclude", type=_csv, default=None, metavar="METHODS",
                      help="methods, labels or presets (comma-separated) kept in every table but left out of the "
                           "accuracy-vs-cost and learning-curve figures, e.g. a study's ablations")
+    rep.add_argument("--compare", type=_comparison, action="append", default=[], metavar="A,B",
+                     help="a statistical comparison of A against B on every pair where both ran (names, labels or "
+                          "presets): Welch's t, the difference's 95%% interval, TOST within --margin, the seeds "
+                          "needed, time ratios (repeatable)")
+    rep.add_argument("--margin", type=_margin, default=2.0, metavar="POINTS",
+                     help="the equivalence margin of --compare's TOST, in top-1 points (default 2)")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
                         description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "

@@ -41,18 +41,3 @@ def cifar10(pair: str) -> dict[str, float]:
         raise ValueError(f"no published column {pair!r}; accepted: {', '.join(PAIRS)}")
     col = PAIRS.index(pair)
     return {key: accs[col] for key, accs in CIFAR10.items()}
-
-
-def kendall_tau(a: dict[str, float], b: dict[str, float]) -> tuple[float, int]:
-    """Kendall's tau-a between two scorings of their common keys, and how many keys
-    that is. Ties in either scoring count as neither concordant nor discordant."""
-    keys = sorted(set(a) & set(b))
-    n = len(keys)
-    if n < 2:
-        return float("nan"), n
-    score = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[keys[i]] - a[keys[j]], b[keys[i]] - b[keys[j]]
-            score += (da * db > 0) - (da * db < 0)
-    return score / (n * (n - 1) / 2), n

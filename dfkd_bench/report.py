@@ -190,9 +190,17 @@ def select(df: pd.DataFrame, pairs=None, datasets=None, methods=None) -> pd.Data
 
 
 def of_methods(df: pd.DataFrame, methods) -> pd.Series:
-    """Which rows are of ``methods``: each a method name, a label or a preset name."""
+    """Which rows are of ``methods``: each a method name, a label (``fast-fast2-cpu``,
+    ``dda-cpu [RandAugment x1]``), a label without its variant (``dda-cpu``),
+    ``method:preset`` or a preset name."""
     wanted = set(methods)
-    return df.apply(lambda r: bool({r["method"], r["label"], r.get("preset")} & wanted), axis=1).astype(bool)
+
+    def names(r) -> set:
+        preset = r.get("preset") if isinstance(r.get("preset"), str) else None
+        own = {f"{r['method']}-{preset}", f"{r['method']}:{preset}"} if preset else set()
+        return {r["method"], r["label"], r["label"].split(" [")[0], preset, *own}
+
+    return df.apply(lambda r: bool(names(r) & wanted), axis=1).astype(bool)
 
 
 def environments(paths) -> list[dict]:
@@ -205,100 +213,136 @@ def environments(paths) -> list[dict]:
     return found
 
 
-def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods=None, baseline: str | None = None,
-                 figures: bool = True, preamble: str | None = None, figure_exclude=None) -> Report:
-    """Everything ``dfkd-bench report`` writes under ``out``, from the run store under
-    ``results`` alone: the flat comparison (markdown, CSV), per data set the paper-style
-    table, the cost table and (with ``baseline``) the speed-up table as markdown, CSV and
-    LaTeX, the figures (PNG and PDF), and ``index.md`` embedding them all (after
-    ``preamble``, a markdown text, when one is given). Runs of ``figure_exclude`` (names,
-    labels or presets, as ``methods``) stay in every table but out of the overview
-    figures; a name there that matches no run is an error, raised before anything is
+def matching(df: pd.DataFrame, names, flag: str, results: Path) -> set[str]:
+    """The labels of the runs that ``names`` (method names, labels or presets) match; a
+    name matching no run is a ``UserError`` naming ``flag``, raised before anything is
     written."""
-    df, problems = load_summaries(results)
-    if not df.empty:
-        df = select(df, pairs, datasets, methods)
-    leave_out: set[str] = set()
-    for name in figure_exclude or ():
+    labels: set[str] = set()
+    for name in names or ():
         hit = df[of_methods(df, [name])] if not df.empty else df
         if hit.empty:
             known = sorted(set(df["label"])) if not df.empty else []
-            raise UserError(f"--figure-exclude {name!r} matches no run in {results}; accepted: a method name, "
+            raise UserError(f"{flag} {name!r} matches no run in {results}; accepted: a method name, "
                             f"label or preset of a run there ({', '.join(known) or 'none'})")
-        leave_out |= set(hit["label"])
+        labels |= set(hit["label"])
+    return labels
+
+
+@dataclass
+class Sections:
+    """What ``write_report`` has written so far: files, index.md's parts, console notes."""
+
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    index: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.out / name
+        store.atomic_write_bytes(path, text.encode())
+        self.files.append(path)
+        return path
+
+    def table(self, stem: str, t: tables.Table) -> None:
+        self.write(f"{stem}.md", t.markdown())
+        self.write(f"{stem}.csv", t.csv())
+        self.write(f"{stem}.tex", t.latex())
+        self.index.append(t.markdown() + f"\n([CSV]({stem}.csv), [LaTeX]({stem}.tex))\n")
+
+
+def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods=None, baseline: str | None = None,
+                 figures: bool = True, preamble: str | None = None, figure_exclude=None,
+                 compare: list[tuple[str, str]] = (), margin: float = 2.0) -> Report:
+    """Everything ``dfkd-bench report`` writes under ``out``, from the run store under
+    ``results`` alone: the flat comparison (markdown, CSV), per data set the paper-style
+    table, the cost table, (with ``baseline``) the speed-up table and (with ``compare``,
+    pairs of names) the statistical comparisons as markdown, CSV and LaTeX, the figures
+    (PNG and PDF), and ``index.md`` embedding them all (after ``preamble``, a markdown
+    text, when one is given). Runs of ``figure_exclude`` (names, labels or presets, as
+    ``methods``) stay in every table but out of the overview figures. A name of
+    ``figure_exclude`` or ``compare`` that matches no run is an error, raised before
+    anything is written."""
+    df, problems = load_summaries(results)
+    if not df.empty:
+        df = select(df, pairs, datasets, methods)
+    leave_out = matching(df, figure_exclude, "--figure-exclude", results)
+    matching(df, [name for pair in compare for name in pair], "--compare", results)
     table = comparison_table(df) if not df.empty else pd.DataFrame()
     rows = format_rows(table) if not table.empty else []
     out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    notes: list[str] = []
-
-    def write(name: str, text: str) -> Path:
-        path = out / name
-        store.atomic_write_bytes(path, text.encode())
-        files.append(path)
-        return path
-
+    sec = Sections(out)
     unreadable = ("\n## Run directories that could not be read\n\n" + "".join(
         f"- `{where}`: {why}\n" for where, why in problems)) if problems else ""
-    write("comparison.md", "# Comparison\n\nGenerated by `dfkd-bench report` from "
-          f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
-          "rows differ in every setting but the seed).\n\n" + to_markdown(rows) + unreadable)
-    write("comparison.csv", table.to_csv(index=False))
+    sec.write("comparison.md", "# Comparison\n\nGenerated by `dfkd-bench report` from "
+              f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
+              "rows differ in every setting but the seed).\n\n" + to_markdown(rows) + unreadable)
+    sec.write("comparison.csv", table.to_csv(index=False))
     done = completed_runs(df) if not df.empty else pd.DataFrame()
     unfinished = df[df["status"] != "completed"] if not df.empty else pd.DataFrame()
     heading = "# DFKD report" if preamble is None else preamble.rstrip() + "\n\n# The generated report"
-    index = [f"{heading}\n\nGenerated by `dfkd-bench report` from `{results}` "
-             f"({len(df)} runs read, {len(done)} completed and averaged; running, failed and interrupted runs "
-             "are listed at the end, never averaged in). Top-1 is the final test accuracy of each run; "
-             "the best epoch's accuracy is kept in `comparison.csv` as `best_top1_mean`.\n"]
-    exp_all = experiments(done)
+    sec.index.append(f"{heading}\n\nGenerated by `dfkd-bench report` from `{results}` "
+                     f"({len(df)} runs read, {len(done)} completed and averaged; running, failed and interrupted "
+                     "runs are listed at the end, never averaged in). Top-1 is the final test accuracy of each run; "
+                     "the best epoch's accuracy is kept in `comparison.csv` as `best_top1_mean`.\n")
     figure_infos = []
     if figures and not done.empty:
         from . import figures as figs
 
         figure_infos = figs.write_figures(done, out / "figures", leave_out)
-        files += [p for info in figure_infos for p in (info.path_png, info.path_pdf)]
+        sec.files += [p for info in figure_infos for p in (info.path_png, info.path_pdf)]
+    exp_all = experiments(done)
     for dataset, exp in (exp_all.groupby("dataset") if not exp_all.empty else []):
-        runs = done[done["dataset"] == dataset]
-        env = tables.environment_note(environments(runs["path"]))
-        made = {"table": tables.paper_table(exp, teachers_of(runs), dataset), "costs": tables.cost_table(exp, dataset)}
-        pairs = sorted(exp["pair"].unique())
-        for pair in pairs:
-            kind = "ranking" if len(pairs) == 1 else f"ranking__{safe(pair)}"
-            made[kind] = tables.ranking_table(exp[exp["pair"] == pair], dataset, preset_samples_per_epoch)
-        index.append(f"## {dataset}\n")
-        if baseline:
-            made["speedup"] = tables.speedup_table(exp, baseline, dataset, preset_samples_per_epoch)
-            if made["speedup"] is None:
-                index.append(f"_No `{baseline}` runs on {dataset}: no speed-up table._\n")
-        for kind, t in made.items():
-            if t is None:
-                continue
-            t.notes.append(env)
-            stem = f"{kind}__{safe(dataset)}"
-            write(f"{stem}.md", t.markdown())
-            write(f"{stem}.csv", t.csv())
-            write(f"{stem}.tex", t.latex())
-            index.append(t.markdown() + f"\n([CSV]({stem}.csv), [LaTeX]({stem}.tex))\n")
-        shown = [f for f in figure_infos if f.dataset == dataset]
-        if shown:
-            index.append("### Figures\n")
-            for info in shown:
-                rel = info.path_png.relative_to(out)
-                index.append(f"**{info.title}.** {info.caption} ([PDF]({info.path_pdf.relative_to(out)}))\n\n"
-                             f"![{info.title}]({rel})\n")
-                notes += info.notes
+        dataset_section(sec, done[done["dataset"] == dataset], exp, dataset, baseline, compare, margin)
+        figures_section(sec, [f for f in figure_infos if f.dataset == dataset])
     if not unfinished.empty:
-        index.append("## Runs not completed (not averaged in)\n\n"
-                     "| run | status | epochs done | reason |\n|---|---|---:|---|")
+        sec.index.append("## Runs not completed (not averaged in)\n\n"
+                         "| run | status | epochs done | reason |\n|---|---|---:|---|")
         for r in unfinished.sort_values("name").itertuples(index=False):
             reason = str(r.reason or "").replace("|", "/").replace("\n", " ")[:200]
-            index.append(f"| `{r.name}` | {r.status} | {r.epochs_done}/{r.epochs} | {reason} |")
-        index.append("")
+            sec.index.append(f"| `{r.name}` | {r.status} | {r.epochs_done}/{r.epochs} | {reason} |")
+        sec.index.append("")
     if problems:
-        index.append(unreadable)
-    write("index.md", "\n".join(index))
-    return Report(table, rows, problems, unfinished, files, notes)
+        sec.index.append(unreadable)
+    sec.write("index.md", "\n".join(sec.index))
+    return Report(table, rows, problems, unfinished, sec.files, sec.notes)
+
+
+def dataset_section(sec: Sections, runs: pd.DataFrame, exp: pd.DataFrame, dataset: str, baseline: str | None,
+                    compare, margin: float) -> None:
+    """One data set's tables: the paper layout, costs, a ranking per pair, and the
+    speed-up and comparison tables where asked for."""
+    env = tables.environment_note(environments(runs["path"]))
+    made = {"table": tables.paper_table(exp, teachers_of(runs), dataset), "costs": tables.cost_table(exp, dataset)}
+    pairs = sorted(exp["pair"].unique())
+    for pair in pairs:
+        kind = "ranking" if len(pairs) == 1 else f"ranking__{safe(pair)}"
+        made[kind] = tables.ranking_table(exp[exp["pair"] == pair], dataset, preset_samples_per_epoch)
+    sec.index.append(f"## {dataset}\n")
+    if baseline:
+        made["speedup"] = tables.speedup_table(exp, baseline, dataset, preset_samples_per_epoch)
+        if made["speedup"] is None:
+            sec.index.append(f"_No `{baseline}` runs on {dataset}: no speed-up table._\n")
+    if compare:
+        made["comparisons"] = tables.comparison_table(runs, list(compare), margin, dataset, of_methods)
+        if made["comparisons"] is None:
+            sec.index.append(f"_No pair of {dataset} has both sides of a --compare: no comparisons._\n")
+        else:
+            sec.notes += made["comparisons"].notes[1:]
+    for kind, t in made.items():
+        if t is not None:
+            t.notes.append(env)
+            sec.table(f"{kind}__{safe(dataset)}", t)
+
+
+def figures_section(sec: Sections, shown: list) -> None:
+    if not shown:
+        return
+    sec.index.append("### Figures\n")
+    for info in shown:
+        rel = info.path_png.relative_to(sec.out)
+        sec.index.append(f"**{info.title}.** {info.caption} ([PDF]({info.path_pdf.relative_to(sec.out)}))\n\n"
+                         f"![{info.title}]({rel})\n")
+        sec.notes += info.notes
 
 
 def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import published
+from . import published, stats
 from .timing import PHASES, TRAIN_PHASES
 
 MISSING = "—"
@@ -257,8 +257,8 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
     order = sorted(here, key=lambda k: -here[k])
     columns = ["method", "stands in", "here top-1 % (rank)", *published.PAIRS]
     cols = {pair: published.cifar10(pair) for pair in published.PAIRS}
-    ranks = {pair: _ranks({k: v for k, v in col.items() if k in here}) for pair, col in cols.items()}
-    mine = _ranks(here)
+    ranks = {pair: stats.ranks({k: v for k, v in col.items() if k in here}) for pair, col in cols.items()}
+    mine = stats.ranks(here)
     rows, raw = [], []
     for k in order:
         r = chosen[k]
@@ -266,7 +266,7 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
                      *[f"{cols[p][k]:.2f} ({ranks[p][k]})" if k in cols[p] else MISSING for p in published.PAIRS]])
         raw.append({"method": k, "run": r.label, "data_scale": r.data_scale, "seeds": r.seeds, "top1_mean": here[k],
                     **{f"published_{p}": cols[p].get(k) for p in published.PAIRS}})
-    taus = {p: published.kendall_tau(here, cols[p]) for p in published.PAIRS}
+    taus = {p: stats.kendall_tau(here, cols[p]) for p in published.PAIRS}
     rows.append(["Kendall tau", "", "", *[f"{t:.2f} (n={n})" if n >= 2 else MISSING for t, n in taus.values()]])
     raw.append({"method": "kendall_tau", **{f"published_{p}": taus[p][0] for p in published.PAIRS}})
     notes = [f"{dataset}: each method's mean final top-1 here, its rank among the methods listed, and the published "
@@ -303,12 +303,6 @@ def _nearest_own(group: pd.DataFrame, own_samples: Callable[[str, str | None], i
     return group.assign(_d=distance).sort_values(["_d", "seeds"], ascending=[True, False]).iloc[0]
 
 
-def _ranks(scores: dict[str, float]) -> dict[str, int]:
-    """1 for the highest score; equal scores share the better rank."""
-    ordered = sorted(scores.values(), reverse=True)
-    return {k: ordered.index(v) + 1 for k, v in scores.items()}
-
-
 def _num(value, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
@@ -333,3 +327,66 @@ def environment_note(environments: list[dict]) -> str:
         parts.append(f"commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)}"
                      + (" (some with uncommitted changes)" if dirty else ""))
     return "Environment: " + "; ".join(parts) + f" ({len(environments)} runs)."
+
+
+def comparison_table(done: pd.DataFrame, compare: list[tuple[str, str]], margin: float, dataset: str,
+                     matches: Callable[[pd.DataFrame, list[str]], pd.Series]) -> Table | None:
+    """Each ``(A, B)`` of ``compare`` on each pair of ``dataset`` where both ran: the
+    per-seed final top-1 of every experiment matching A against every one matching B
+    (``matches``: a name, label or preset), with Welch's t, the difference's t-based 95 %
+    interval, TOST within +-``margin`` points, the seeds per arm a true difference of
+    ``margin`` needs (80 % power) and the train and total time ratios; all from
+    ``stats``. None when no pair has both."""
+    rows, raw, sentences = [], [], []
+    keys = ["label", "data_scale", "config_id"]
+    for a, b in compare:
+        for pair, runs in done[done["dataset"] == dataset].groupby("pair"):
+            side_a, side_b = runs[matches(runs, [a])], runs[matches(runs, [b])]
+            # Sides run at several data scales are compared scale by scale where they share one.
+            shared = set(side_a["data_scale"]) & set(side_b["data_scale"])
+            for ka, ra in side_a.groupby(keys, dropna=False):
+                for kb, rb in side_b.groupby(keys, dropna=False):
+                    if ka == kb or (shared and not ka[1] == kb[1] in shared):
+                        continue
+                    names = (f"{ka[0]}{scale_suffix(ka[1])}", f"{kb[0]}{scale_suffix(kb[1])}")
+                    row = _compare(ra, rb, margin)
+                    rows.append([pair, *names, *row["cells"]])
+                    raw.append({"pair": pair, "a": names[0], "b": names[1], **row["numbers"]})
+                    sentences.append(f"{pair}: {row['difference'].sentence(*names)}; "
+                                     f"{row['equivalence'].sentence(*names)}")
+    if not rows:
+        return None
+    columns = ["pair", "A", "B", "top-1 A", "top-1 B", "A - B [95% CI]", "Welch t (df), p", "verdict",
+               f"TOST ±{margin:g}: p", "seeds for ±" + f"{margin:g}", "train time A/B", "total time A/B"]
+    notes = [f"{dataset}: final top-1 % over seeds, mean ± std [n]. Welch's t test (two-sided) of A - B with its "
+             f"t-based 95% interval; 'no detectable effect' where p >= 0.05. TOST: two one-sided Welch tests that "
+             f"A - B lies within ±{margin:g} points (equivalence shown where p < 0.05). Seeds for ±{margin:g}: seeds "
+             "per arm at which a true difference of that size is detected with 80% power, at these arms' stds. "
+             "Computed by dfkd_bench.stats."] + sentences
+    return Table(f"Comparisons, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
+
+
+def top1_sample(row) -> stats.Sample:
+    """An experiments-table row's final top-1 over its seeds as a ``stats.Sample``."""
+    return stats.Sample(float(row.top1_mean), float(row.top1_std), int(row.seeds))
+
+
+def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
+    a, b = stats.Sample.of(ra["final_top1"]), stats.Sample.of(rb["final_top1"])
+    d, e = stats.welch(a, b), stats.tost(a, b, -margin, margin)
+    need = stats.seeds_needed(a.std, b.std, margin)
+    train = ra["train_seconds"].mean() / rb["train_seconds"].mean()
+    total = ra["total_seconds"].mean() / rb["total_seconds"].mean()
+    sample = lambda s: f"{s.mean:.2f}" + ("" if s.n < 2 else f" ± {s.std:.2f}") + f" [{s.n}]"  # noqa: E731
+    verdict = d.why_untestable.split(":")[0] if d.why_untestable else \
+        ("A higher" if d.diff > 0 else "A lower") if d.detected else "no detectable effect"
+    cells = [sample(a), sample(b),
+             f"{d.diff:+.2f}" + ("" if d.why_untestable else f" [{d.low:+.2f}, {d.high:+.2f}]"),
+             MISSING if d.why_untestable else f"{d.t:.2f} ({d.df:.1f}), {d.p:.3g}", verdict,
+             MISSING if e.difference.why_untestable else f"{e.p:.3g} ({'shown' if e.shown else 'not shown'})",
+             MISSING if need is None else str(need), f"{train:.2f}x", f"{total:.2f}x"]
+    numbers = {"n_a": a.n, "n_b": b.n, "mean_a": a.mean, "std_a": a.std, "mean_b": b.mean, "std_b": b.std,
+               "diff": d.diff, "ci_low": d.low, "ci_high": d.high, "welch_t": d.t, "df": d.df, "p": d.p,
+               "tost_margin": margin, "tost_p": e.p, "equivalent": e.shown, "seeds_needed": need,
+               "train_time_ratio": train, "total_time_ratio": total}
+    return {"cells": cells, "numbers": numbers, "difference": d, "equivalence": e}

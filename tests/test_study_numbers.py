@@ -43,19 +43,22 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
     assert "| ssdkd-cpu (N=256) | 20.00 ± 1.41 [2] | 100 | 102 | +0.00 | 1.000 | 1.000 |" in text
     assert "| fast-fast10-cpu | 50.00 [1] | 1,000 | 1,002 | -30.00 | 0.100 | 0.101 |" in text
     assert "| fast5 | not run |" in text
-    assert "Fast10 - Fast2: +20.00 points (Fast10 50.00 [1], Fast2 30.00 ± 1.41 [2])." in text
+    assert "- Fast10 - Fast2 = +20.00 points (n = 1 vs 2): not testable: 1 seed on one side" in text
     # the step control: the 256 buffer with 40 KD steps an epoch (21.0, 250 s) against its 2 (20.0, 100 s)
     assert "| ssdkd-cpu | 256 | 2 | 20.00 ± 1.41 [2] | 100 |" in text
     assert "| ssdkd-cpu-40steps | preset | 40 | 21.00 [1] | 250 |" in text
-    assert "The control minus the main row: +1.00 points for 2.50x its train time." in text
-    # noise 12 ± 1.41: Fast10 is 38 points (26.9 stds) above it
-    assert "| fast-fast10-cpu | 50.00 [1] | +38.00 | 26.9 |" in text
+    assert "The control against the main row, for 2.50x its train time: control - main row = +1.00 points " \
+           "(n = 1 vs 2): not testable: 1 seed on one side (two or more on each are needed)." in text
+    # noise 12 ± 1.41: Fast10's one seed is 38 points above it, but one seed cannot be tested
+    assert "| fast-fast10-cpu | 50.00 [1] | +38.00 | not testable | - |" in text
     # the full method at 1,250 (25) falls below +PS (26): 14 of 15 pairs agree, (14 - 1) / 15
     assert "| +PS | no-balance-cpu | 26.00 [1] | 1 | 90.28 (2) | 87.19 |" in text
     assert "| full (PS + both terms) | cpu | 25.00 [1] | 2 | 92.92 (1) | 88.07 |" in text
     assert "over the 6 rows run: 0.87" in text
-    assert "over seeds): no-ps-cpu: -7.00; no-balance-cpu: +1.00; none-cpu: -10.00." in text  # one seed: no SE
-    assert "- augmentation adds +3.00 points for 1.50x the train time" in text
+    assert "- no-ps-cpu - full = -7.00 points (n = 1 vs 1): not testable: 1 seed on one side" in text  # one seed
+    assert "- none-cpu - full = -10.00 points (n = 1 vs 1): not testable" in text
+    assert "- augmentation, for 1.50x the train time: cpu - no-aug-cpu = +3.00 points (n = 1 vs 1): not testable" \
+        in text
     assert "of it augmentation not recorded" in text  # these fake runs time no augmentation phase
     # SSD-KD at 256, 1,250, 5,000 with train 100, 150, 300 s: least squares 0.0416 s a sample, 93.2 s
     assert "| ssdkd:cpu | 3 | 256: 20.00, 1,250: 25.00, 5,000: 40.00 | 0.0416 | 93.2 | 0.998 |" in text
@@ -65,15 +68,16 @@ def test_the_numbers_of_a_small_study(tmp_path, capsys):
            "6.0 core-hours." in text
 
 
-def test_an_ablation_difference_carries_its_standard_error(tmp_path, capsys):
+def test_an_ablation_difference_carries_its_welch_test_and_holm_correction(tmp_path, capsys):
     root = tmp_path / "runs"
     for seed, (full, no_ps) in enumerate([(24.0, 18.0), (26.0, 20.0)]):  # 25 ± 1.41 and 19 ± 1.41
         fake_run(root, "ssdkd", PAIR, seed, full, 150.0, preset="cpu", data_scale=1250)
         fake_run(root, "ssdkd", PAIR, seed, no_ps, 150.0, preset="no-ps-cpu", data_scale=1250)
     assert study_numbers.main([str(root)]) == 0
     text = capsys.readouterr().out
-    # sqrt(2 / 2 + 2 / 2) = 1.41
-    assert "over seeds): no-ps-cpu: -6.00 (SE 1.41)." in text
+    # se sqrt(2 / 2 + 2 / 2) = 1.41, t = -6 / 1.41 = -4.24 on df 2: p = 0.0513; one contrast, Holm leaves it
+    assert "- no-ps-cpu - full = -6.00 points (n = 2 vs 2), 95% CI [-12.08, +0.08], Welch t = -4.24 (df 2.0), " \
+           "p = 0.0513: no detectable effect; Holm-adjusted p = 0.0513" in text
 
 
 def test_data_free_rows_are_read_off_the_real_subset_curve(tmp_path, capsys):
@@ -100,7 +104,7 @@ def test_data_free_rows_are_read_off_the_real_subset_curve(tmp_path, capsys):
     assert study_numbers.real_equivalent([(500.0, 30.0), (5000.0, 60.0)], 61.0) == ">5,000"
 
 
-def test_a_row_at_the_noise_floor_with_no_spread_has_no_ratio(tmp_path, capsys):
+def test_a_row_at_the_noise_floor_with_no_spread_is_not_testable(tmp_path, capsys):
     root = tmp_path / "runs"
     for seed in (0, 1):
         fake_run(root, "noise", PAIR, seed, 10.0, 50.0, preset="cpu")
@@ -108,6 +112,6 @@ def test_a_row_at_the_noise_floor_with_no_spread_has_no_ratio(tmp_path, capsys):
         fake_run(root, "dfq", PAIR, seed, 30.0 + seed, 600.0, preset="cpu")
     assert study_numbers.main([str(root)]) == 0
     text = capsys.readouterr().out
-    assert "| zskt-cpu | 10.00 ± 0.00 [2] | +0.00 | no spread |" in text
-    # 30.5 ± 0.71 against 10 ± 0: 20.5 / 0.71 = 29.0
-    assert "| dfq-cpu | 30.50 ± 0.71 [2] | +20.50 | 29.0 |" in text
+    assert "| zskt-cpu | 10.00 ± 0.00 [2] | +0.00 | not testable | - |" in text
+    # 30.5 ± 0.71 against 10 ± 0: se 0.5, t = 41.0 on df 1 (only dfq's side has spread): p = 0.0155
+    assert "| dfq-cpu | 30.50 ± 0.71 [2] | +20.50 | 41.00 (1.0), 0.0155 | above noise |" in text
