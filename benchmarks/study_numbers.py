@@ -195,17 +195,22 @@ def real_references(exp: pd.DataFrame, teacher: Path | None) -> list[str]:
     lines.append("")
     if len(points) < 2:
         return lines + ["KD on real subsets has not run at two sizes yet.", ""]
-    lines += ["| data-free row | top-1 % | % of KD on all data | real images KD needs for it |", "|---|---:|---:|---:|"]
+    lines += ["| data-free row | top-1 % | % of KD on all data | real images KD needs for it | for its 95% CI |",
+              "|---|---:|---:|---:|---:|"]
     data_free = exp[~exp["method"].isin(["noise", "kd", "scratch"])].sort_values("top1_mean", ascending=False)
     for r in data_free.itertuples(index=False):
         share = "-" if kd_all is None else f"{100 * r.top1_mean / kd_all.top1_mean:.0f}"
+        low, high = stats.interval(tables.top1_sample(r))
+        span = "-" if math.isnan(low) else f"{real_equivalent(points, low)} to {real_equivalent(points, high)}"
         lines.append(f"| {r.label}{tables.scale_suffix(r.data_scale)} | {r.top1_mean:.2f} | {share} | "
-                     f"{real_equivalent(points, r.top1_mean)} |")
-    return lines + ["", "The last column reads the row's top-1 off the KD-on-a-real-subset curve (sizes "
+                     f"{real_equivalent(points, r.top1_mean)} | {span} |")
+    return lines + ["", "The fourth column reads the row's top-1 off the KD-on-a-real-subset curve (sizes "
                         + ", ".join(f"{int(n):,}" for n, _ in points) + "), linearly in log N; '<' and '>' where "
-                        "it falls outside the curve. The curve is the mean over seeds and assumed monotone. KD on all "
-                        "data runs its preset's epochs, which may differ from the subsets' (the study: 15 against 30).",
-                        ""]
+                        "it falls outside the curve; the fifth reads the ends of the row's t-based 95% interval "
+                        "(stats.interval) off it. The curve is the mean over seeds and assumed monotone. KD on all "
+                        "data runs its preset's epochs, which may differ from the subsets' (the study: 15 against 30). "
+                        "Each subset's student steps grow with its size (ceil(N / batch) an epoch), so this column "
+                        "compares data and steps together, not data alone.", ""]
 
 
 def real_equivalent(points: list[tuple[float, float]], top1: float) -> str:

@@ -51,4 +51,5 @@ python benchmarks/study_numbers.py reports/cpu-study/runs --teacher reports/cpu-
   --out reports/cpu-study/numbers.md
 dfkd-bench report --results reports/cpu-study/runs --out reports/cpu-study --baseline fast-fast2-cpu \
   --preamble reports/cpu-study/findings.md \
-  --figure-exclude no-ps-cpu,no-difficulty-cpu,no-diversity-cpu,no-balance-cpu,none-cpu,only-difficulty-cpu,only-diversity-cpu
+  --figure-exclude no-ps-cpu,no-difficulty-cpu,no-diversity-cpu,no-balance-cpu,none-cpu,only-difficulty-cpu,only-diversity-cpu \
+  --compare ssdkd:cpu,fast2-cpu --compare fast10-cpu,fast2-cpu --compare dda-cpu,dda-no-aug-cpu
