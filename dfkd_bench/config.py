@@ -54,6 +54,11 @@ class RunConfig:
     # False gives the NCHW arithmetic of runs made before issue 16).
     channels_last: bool = True
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    # Deterministic algorithms, cuBLAS's fixed workspace and no cuDNN autotuning (CUDA is
+    # otherwise not bit-reproducible); TF32 for fp32 convolutions and matmuls on Ampere+
+    # (off: fp32 means fp32). See dfkd_bench.backends.
+    deterministic: bool = False
+    tf32: bool = False
     # The student's learning-rate schedule: "cosine", a cosine to 0 stepped every student step
     # over the run's distillation steps; "reference", the reference scripts' cosine stepped
     # once a distillation epoch over 200 epochs to 2e-4 whatever the run's length (every
@@ -284,7 +289,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # value at which a run computes what it did before the field existed. A run's identity (its
 # config.json, name hash and report row) leaves such a field out at that value, so a run made
 # before the field keeps its name, resumes and shares its experiment's row with runs made since.
-NEUTRAL_RUN_FIELDS = {"kd_passes": 1, "lr_schedule": "cosine"}
+NEUTRAL_RUN_FIELDS = {"kd_passes": 1, "lr_schedule": "cosine", "deterministic": False, "tf32": False}
 
 
 def run_identity(run: RunConfig) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import datetime as dt
 import math
 import random
 import re
-import resource
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import diagnostics, store
+from . import backends, diagnostics, store
 from .config import resolve_device, run_identity, to_dict
 from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
 from .errors import Diverged, UserError, interruption
@@ -236,12 +235,6 @@ def run_name(resolved: dict) -> str:
         store.config_hash(resolved)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -271,6 +264,9 @@ class Session:
     def __init__(self, spec: RunSpec, device: torch.device, rundir: store.RunDir, resolved: dict,
                  observer: RunObserver):
         self.spec, self.device, self.rundir, self.resolved, self.observer = spec, device, rundir, resolved, observer
+        # This run's peak, not the process's: a sweep worker runs cells one after another.
+        backends.reset_peak_memory(device)
+        self.peak_before = (0.0, None)  # a resumed run's peaks before the resume (``run`` sets them)
         cfg = spec.run
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -403,13 +399,17 @@ class Session:
     def write_summary(self, status: str, reason: str = "") -> RunSummary:
         spec, r, p = self.spec, self.resolved, self.progress
         costs = self.counter.summary()
+        peak, reserved = backends.peak_memory(self.device)
+        peak = max(peak, self.peak_before[0])
+        reserved = reserved if self.peak_before[1] is None else max(reserved or 0.0, self.peak_before[1])
         summary = RunSummary(
             status=status, reason=reason, name=self.rundir.path.name, method=spec.method, preset=spec.preset,
             dataset=spec.dataset, pair=r["pair"], teacher=r["teacher"], student=r["student"], seed=spec.seed,
             data_scale=spec.run.data_scale, epochs=spec.run.epochs, epochs_done=p.epoch + 1,
             steps_per_epoch=self.steps, final_top1=p.final, best_top1=p.best, teacher_top1=self.teacher_top1,
             seconds=dict(self.clock.seconds), training_flops=costs.pop("training_flops"), costs=costs,
-            peak_memory_mb=round(peak_memory_mb(self.device), 1), device=r["device"],
+            peak_memory_mb=round(peak, 1), peak_reserved_mb=None if reserved is None else round(reserved, 1),
+            device=r["device"],
             started=p.started, updated=_now(), variant=self.method.variant(), precision=spec.run.precision)
         self.rundir.write_summary(summary)
         return summary
@@ -487,7 +487,8 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
     resolved = identity(spec, target.device_type, target.precision)
     rundir = _run_dir(spec.out, resolved)
     rundir.create()
-    with rundir.lock(), threads_of(rundir):  # RunLocked: another process writes this run
+    with rundir.lock(), threads_of(rundir), \
+            backends.applied(target.device.type, spec.run.deterministic, spec.run.tf32):  # RunLocked: another writer
         previous, problem = rundir.read_summary()
         if previous is not None and previous.completed and not spec.force:
             observer.skip(previous)
@@ -498,6 +499,8 @@ def run(spec: RunSpec, observer: RunObserver | None = None) -> RunSummary:
             rundir.reset()
         rundir.clean_temporary()
         session = Session(spec, target.device, rundir, resolved, observer)
+        if previous is not None and not spec.force:
+            session.peak_before = (previous.peak_memory_mb or 0.0, previous.peak_reserved_mb)
         with session.recording_failures():
             first = session.start()
             observer.start(rundir.path.name, spec.run.epochs, first)

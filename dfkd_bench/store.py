@@ -23,6 +23,7 @@ except ImportError:  # not POSIX: no run lock (see RunDir.lock)
 
 import torch
 
+from . import backends
 from .errors import RunLocked, UserError
 from .summary import RunSummary
 
@@ -421,6 +422,7 @@ def environment(device: torch.device, precision: str | None = None) -> dict:
         "cpu_model": _cpu_model(),
         "threads": torch.get_num_threads(),
         **({"precision": precision} if precision else {}),
+        **backends.record(),
         "python": platform.python_version(),
         "hostname": platform.node(),
     }

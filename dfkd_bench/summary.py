@@ -45,6 +45,7 @@ class RunSummary:
     # What a table must say about the run beyond its preset (DDA: which augmentation).
     variant: str = ""
     precision: str = ""  # fp32 | bf16: what the run computed in ("" in summaries before issue 16: fp32)
+    peak_reserved_mb: float | None = None  # CUDA: the allocator's peak reserved memory (None on the CPU)
     skipped: bool = False  # set when a completed run was read back instead of run
 
     @property

@@ -158,7 +158,8 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     With ``state_path``, the training state (weights, optimiser, schedule, random
     generators, the curve so far and the seconds spent) is written there atomically
     after every epoch, and a state already there is resumed from: a run killed at any
-    point and started again ends with the same weights as one that never stopped. The
+    point and started again ends with the same weights as one that never stopped (on the
+    CPU; cuDNN's autotuned algorithms are not bit-reproducible on CUDA). The
     state must have been made under the same ``state_key`` (architecture, data, recipe,
     seed, precision); another is refused rather than mixed in.
     """

@@ -45,7 +45,7 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
     tr.add_argument("--restart", action="store_true",
                     help="discard the state of an interrupted training of this teacher and start over (by default "
-                         "a training killed part-way resumes from its last finished epoch, to the same weights)")
+                         "a training killed part-way resumes from its last finished epoch, to the same weights on the CPU)")
     tr.set_defaults(func=cmd_train)
 
     im = sub.add_parser("import", help="add a checkpoint file (public layout or bare state dict) to the zoo")
