@@ -45,8 +45,9 @@ class RunConfig:
     kd_passes: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # fp32, bf16 (autocast) or auto: bf16 where the device runs it natively (a GPU with
-    # bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32; see dfkd_bench.precision.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp16 on a Volta/Turing GPU (distillation
+    # only, with a gradient scaler), else fp32; see dfkd_bench.precision.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # Where bf16 applies when the precision is bf16: every phase, only distillation (and
     # evaluation; synthesis in fp32), or only synthesis (and the augmentation filter).
     bf16_phases: Literal["all", "distillation", "synthesis"] = "all"

@@ -101,9 +101,12 @@ class StudentTrainer:
     from the loss terms a method returns. The method's ``student_modules`` (heads trained
     with the student) share the optimiser, the schedule, the train mode and the checkpoint."""
 
-    def __init__(self, student: torch.nn.Module, method: Method, steps_total: int, autocast):
+    def __init__(self, student: torch.nn.Module, method: Method, steps_total: int, autocast, scaler=None):
         cfg = method.ctx.run
         self.student, self.method, self.autocast = student, method, autocast
+        # fp16 (precision.FastPath.fp16): the loss is scaled so small gradients survive fp16, and
+        # a step whose gradients overflowed is skipped (the scale then halves).
+        self.scaler = scaler
         self.extra = nn.ModuleDict(method.student_modules()).to(method.ctx.device)
         self.optimizer = torch.optim.SGD([*student.parameters(), *self.extra.parameters()], lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -127,8 +130,13 @@ class StudentTrainer:
         if not torch.isfinite(loss):
             raise Diverged(f"non-finite distillation loss ({loss.item()}) at epoch {epoch}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if not self.per_epoch:
             self.scheduler.step()
         self.method.after_distill_step(batch, losses)
@@ -145,6 +153,8 @@ class StudentTrainer:
                  "scheduler": self.scheduler.state_dict()}
         if len(self.extra):
             state["modules"] = self.extra.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -153,6 +163,8 @@ class StudentTrainer:
             self.extra.load_state_dict(state["modules"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def mutable_snapshot(method: Method) -> dict[str, Any]:
@@ -300,7 +312,9 @@ class Session:
         self.feed = make_feed(FeedEnv(self.method, self.ctx, self.clock, autocast, data, spec.seed, rundir.shards(),
                                       self.counter, store.ImageCache(cache_dir(spec.cache) / "augmentations")))
         self.steps = self.feed.steps_per_epoch
-        self.trainer = StudentTrainer(student, self.method, (cfg.epochs - cfg.warmup_epochs) * self.steps, autocast)
+        scaler = torch.amp.GradScaler(device.type) if self.fast_path.fp16 else None
+        self.trainer = StudentTrainer(student, self.method, (cfg.epochs - cfg.warmup_epochs) * self.steps, autocast,
+                                      scaler)
         self.progress = RunProgress(started=_now())
         self.failure: RunSummary | None = None
         # A method that keeps no state of its own is watched over its first epoch: if its
@@ -470,7 +484,7 @@ def effective_spec(spec: RunSpec, device: torch.device, say=None) -> RunSpec:
     process."""
     precision, why = resolve_precision(spec.run.precision, device)
     # Said: a fallback to fp32, or a bf16 asked for where it is emulated (not auto's bf16).
-    worth_saying = why and (precision == "fp32" or spec.run.precision == "bf16")
+    worth_saying = why and (precision in ("fp32", "fp16") or spec.run.precision == "bf16")
     if worth_saying and say is not None and why not in _SAID:
         _SAID.add(why)
         say(why)

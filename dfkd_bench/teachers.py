@@ -164,7 +164,7 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     seed, precision); another is refused rather than mixed in.
     """
     emit = progress or (lambda event, info: None)
-    fast = FastPath(device.type, resolve_precision(precision, device)[0])
+    fast = FastPath(device.type, resolve_precision(precision, device, fp16=False)[0])  # no gradient scaler here
     fast.prepare(model.to(device).train())
     normalizer = Normalizer(data.mean, data.std, device)
     x_all, y_all = data.train_images.to(device), data.train_labels.to(device)
@@ -452,7 +452,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     the teacher is saved. The metadata records the curve, epoch by epoch, the precision
     (``precision``, resolved as a run's) and the thread count."""
     recipe = recipe or TrainRecipe.for_dataset(data.name)
-    precision = resolve_precision(precision, device)[0]
+    precision = resolve_precision(precision, device, fp16=False)[0]
     state_path = training_state_path(data.name, arch, root) if resumable else None
     key = {"dataset": data.name, "arch": arch, "data_fingerprint": data.fingerprint, "seed": seed,
            "recipe": dataclasses.asdict(recipe), "eval_every": eval_every}

@@ -36,7 +36,7 @@ def add_teachers_parser(subparsers) -> None:
     tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, metavar="N",
                     help="measure test top-1 every N epochs (default 1; the last epoch always)")
-    tr.add_argument("--precision", choices=PRECISIONS, default="auto",
+    tr.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp16"], default="auto",
                     help="the forward passes' precision, as run.precision (default auto: bf16 where the device "
                          "runs it natively, else fp32); recorded in the teacher's metadata")
     tr.add_argument("--init-from", default=None, metavar="PATH",

@@ -3,6 +3,7 @@ models, fp32 losses under bf16, and the evaluator (issue 16)."""
 from __future__ import annotations
 
 import json
+import warnings
 from contextlib import nullcontext
 
 import pytest
@@ -41,14 +42,82 @@ def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(native_bf16):
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
-def test_auto_on_cuda_follows_the_gpus_bf16_support(monkeypatch):
-    """The CUDA branch, without a GPU: only the support query is replaced."""
+@pytest.mark.parametrize("capability, auto, bf16_says", [
+    ((9, 0), "bf16", ""),  # H100
+    ((8, 0), "bf16", ""),  # A100: native bf16 from compute capability 8.0
+    ((7, 5), "fp16", "emulated"),  # T4: is_bf16_supported() says True (emulation); cuDNN has no bf16 convs
+    ((7, 0), "fp16", "emulated"),  # V100
+    ((6, 1), "fp32", "emulated"),  # Pascal: no fp16 tensor cores either
+])
+def test_auto_on_cuda_needs_native_bf16_and_falls_back_to_fp16_on_volta_and_turing(monkeypatch, capability, auto,
+                                                                                   bf16_says):
+    """The CUDA branch, without a GPU: only the capability queries are replaced (issue 32, item 1)."""
     cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert precision.resolve("auto", cuda)[0] == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert precision.resolve("auto", cuda)[0] == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what the old code trusted
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    chosen, why = precision.resolve("auto", cuda)
+    assert chosen == auto and f"sm{capability[0]}{capability[1]}" in why
+    assert bf16_says in precision.resolve("bf16", cuda)[1]  # asked-for bf16 runs, said to be emulated
+    assert precision.resolve("auto", cuda, fp16=False)[0] == ("bf16" if auto == "bf16" else "fp32")  # teachers
     assert FastPath("cuda", "bf16").autocast().device == "cuda"
+
+
+def test_fp16_autocasts_distillation_only_and_is_refused_on_the_cpu():
+    fast = FastPath("cuda", "fp16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available": the region is built, not entered
+        assert fast.autocast("distillation").fast_dtype == torch.float16
+    assert isinstance(fast.autocast("synthesis"), nullcontext)  # no scaler for the methods' optimisers
+    with pytest.raises(UserError, match="precision fp16 is for CUDA GPUs"):
+        precision.resolve("fp16", torch.device("cpu"))
+
+
+def test_an_fp16_student_step_goes_through_the_gradient_scaler_and_its_state_is_checkpointed(tiny_zoo):
+    """The scaler's arithmetic on the CPU (its CUDA kernels are the GPU's to show): a step
+    scales the loss, unscales before SGD, and the scale is in the checkpoint."""
+    from dfkd_bench import harness
+    from tests.helpers import smoke_spec
+
+    spec = smoke_spec("kd", "unused")
+    data_spec = spec.run
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+
+    class Ctx:
+        run, device = data_spec, torch.device("cpu")
+
+    class Plain:
+        ctx = Ctx()
+
+        def student_modules(self):
+            return {}
+
+        def distill_loss(self, batch):
+            return {"loss": student(batch).pow(2).mean()}
+
+        def after_distill_step(self, batch, losses):
+            pass
+
+    batch = torch.randn(8, 1, 8, 8)
+    torch.manual_seed(0)
+    reference = harness.StudentTrainer(student, Plain(), 10, lambda phase: nullcontext())
+    before = [p.detach().clone() for p in student.parameters()]
+    reference.step(batch, 0)
+    plain_after = [p.detach().clone() for p in student.parameters()]
+    with torch.no_grad():
+        for p, b in zip(student.parameters(), before):
+            p.copy_(b)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaled = harness.StudentTrainer(student, Plain(), 10, lambda phase: nullcontext(), scaler)
+    scaled.step(batch, 0)
+    for p, q in zip(student.parameters(), plain_after):  # unscaled before the step: the same update
+        assert torch.allclose(p, q, atol=1e-6)
+    state = scaled.state_dict()
+    assert state["scaler"]["scale"] == 2.0 ** 10
+    fresh = harness.StudentTrainer(student, Plain(), 10, lambda phase: nullcontext(),
+                                   torch.amp.GradScaler("cpu", init_scale=1.0))
+    fresh.load_state_dict(state)
+    assert fresh.scaler.get_scale() == 2.0 ** 10
 
 
 def test_cpu_bf16_support_reads_the_cpu():
@@ -161,8 +230,12 @@ def test_generators_run_in_fp32_inside_a_bf16_autocast():
 def test_retired_flags_name_their_successor(tmp_path):
     with pytest.raises(UserError, match="amp_bf16.*replaced by precision=bf16"):
         smoke_spec("kd", tmp_path, amp_bf16="true")
-    with pytest.raises(UserError, match="precision='fp16'; accepted: auto, fp32, bf16"):
-        smoke_spec("kd", tmp_path, precision="fp16")
+    with pytest.raises(UserError, match="precision='fp8'; accepted: auto, fp32, bf16, fp16"):
+        smoke_spec("kd", tmp_path, precision="fp8")
+    fp16 = smoke_spec("kd", tmp_path / "r", precision="fp16")  # a CUDA precision: planned anywhere, run on CUDA
+    with pytest.raises(UserError, match="precision fp16 is for CUDA GPUs"):
+        harness.run(fp16)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_prepare_makes_conv_models_channels_last_and_bf16_outputs_fp32():
