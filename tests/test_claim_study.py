@@ -1,0 +1,61 @@
+"""Issue 31: the step-faithful claim study's grid keeps the SSD-KD paper's ratios (what the
+CPU study's budgets did not), checked on the plan itself: student steps, buffer turnover,
+draws per buffer sample, the generator's reset at the paper's share of the rounds."""
+from __future__ import annotations
+
+from dfkd_bench import sweep
+from tests.conftest import ROOT
+
+
+def arms() -> dict[str, object]:
+    specs = sweep.expand(sweep.load_grid(ROOT / "grids" / "claim-study.yaml"))
+    named = {}
+    for s in specs:
+        m = s.method_config
+        key = {("fast", 2): "F", ("fast", 10): "F10"}.get((s.method, getattr(m, "steps", 0)))
+        if s.method == "kd":
+            key = "R"
+        elif s.method == "ssdkd":
+            key = "N" if s.preset == "none" else "S2" if s.run.kd_passes == 2 else \
+                "S" if m.task_target == "teacher" else "S'"
+        named[key] = s
+    return named
+
+
+def total_steps(spec) -> int:
+    return (spec.run.epochs - spec.run.warmup_epochs) * spec.run.steps_per_epoch()
+
+
+def test_the_arms_keep_the_papers_step_ratios():
+    a = arms()
+    assert sorted(a) == ["F", "F10", "N", "R", "S", "S'", "S2"]
+    assert {s.run.precision for s in a.values()} == {"fp32"} and {s.run.num_threads for s in a.values()} == {1}
+    assert {s.run.batch_size for s in a.values()} == {64}
+    f, s = a["F"], a["S"]
+    # Fast2: 400 KD steps an epoch (the paper's), 60 distillation epochs after 40 synthesis-only rounds
+    assert (f.run.warmup_epochs, f.run.epochs, f.run.steps_per_epoch(), total_steps(f)) == (40, 100, 400, 24000)
+    assert total_steps(a["F10"]) == 24000 and a["F10"].method_config.steps == 10
+    # SSD-KD: a buffer of one twentieth of Fast2's draws an epoch, one pass: 20 steps an epoch
+    assert s.run.data_scale * 20 == f.run.steps_per_epoch() * f.run.batch_size
+    assert (s.run.steps_per_epoch(), total_steps(s), total_steps(a["S2"])) == (20, 1200, 2400)
+    synth = s.method_config.synth_batch
+    assert s.run.warmup_epochs * synth >= s.run.data_scale  # full before the first KD step
+    assert synth / s.run.data_scale == 0.05  # 5 % of the buffer is new each round
+    # each sample lives data_scale / synth rounds and is drawn batch x steps / data_scale times a round
+    draws = (s.run.data_scale / synth) * s.run.steps_per_epoch() * s.run.batch_size / s.run.data_scale
+    assert draws == 20
+    assert (s.method_config.task_target, a["S'"].method_config.task_target) == ("teacher", "random")
+    n = a["N"].method_config
+    assert not (n.priority_sampling or n.difficulty or n.diversity) and total_steps(a["N"]) == 1200
+    assert a["R"].run.data_scale == 1280 and total_steps(a["R"]) == 1200  # real data, S's steps
+
+
+def test_the_generator_resets_at_the_papers_share_of_the_rounds():
+    for spec in arms().values():
+        if spec.method == "kd":
+            continue
+        m, r = spec.method_config, spec.run
+        round_ = r.warmup_epochs + m.reset_round
+        assert round_ / r.epochs == round(140 / 220, 2)  # the paper: round 140 of 220
+        assert (m.steps, m.lr_g, m.lr_z) in ((2, 5e-3, 0.015), (10, 2e-3, 0.01))
+        assert (m.bn, m.oh, m.adv, m.bn_mmt, m.synth_batch) == (10.0, 0.5, 1.33, 0.9, 64)
