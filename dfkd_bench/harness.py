@@ -124,6 +124,9 @@ class StudentTrainer:
             self.scheduler.step()
         self.student.train()
         self.extra.train()
+        # the models are channels_last (precision.FastPath); a batch in NCHW would make every
+        # convolution convert it first
+        batch.images = self.method.ctx.fast_path.images(batch.images)
         with self.autocast("distillation"):
             losses = self.method.distill_loss(batch)
         loss = losses["loss"]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dfkd_bench import harness, precision, store
 from dfkd_bench.data import Normalizer
 from dfkd_bench.errors import UserError
+from dfkd_bench.method import Batch
 from dfkd_bench.inversion import BNStatsHook, channel_stats
 from dfkd_bench.models import build_model
 from dfkd_bench.precision import FastPath, fp32_outputs
@@ -84,7 +85,7 @@ def test_an_fp16_student_step_goes_through_the_gradient_scaler_and_its_state_is_
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
 
     class Ctx:
-        run, device = data_spec, torch.device("cpu")
+        run, device, fast_path = data_spec, torch.device("cpu"), FastPath("cpu", "fp32")
 
     class Plain:
         ctx = Ctx()
@@ -93,12 +94,12 @@ def test_an_fp16_student_step_goes_through_the_gradient_scaler_and_its_state_is_
             return {}
 
         def distill_loss(self, batch):
-            return {"loss": student(batch).pow(2).mean()}
+            return {"loss": student(batch.images).pow(2).mean()}
 
         def after_distill_step(self, batch, losses):
             pass
 
-    batch = torch.randn(8, 1, 8, 8)
+    batch = Batch(torch.randn(8, 1, 8, 8))
     torch.manual_seed(0)
     reference = harness.StudentTrainer(student, Plain(), 10, lambda phase: nullcontext())
     before = [p.detach().clone() for p in student.parameters()]
