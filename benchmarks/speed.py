@@ -6,7 +6,8 @@ warm-up epochs, evaluation every epoch) through the harness and reads the run st
 seconds per phase of the last epoch (the first carries one-time costs: FLOP counting,
 first allocations), one evaluation's seconds and its share of an epoch at the
 preset's own ``eval_every``, images per second through teacher and student, and
-the achieved GFLOP/s (training FLOPs / train seconds). Two references are measured in
+the achieved GFLOP/s (training FLOPs / train seconds), and the host reads of tensor
+values per KD step (``dfkd_bench.syncs``: what a GPU would synchronise on). Two references are measured in
 the same process, on the same threads:
 
 - the matmul peak: 2048 x 2048 matrix products in fp32 and (where the CPU has native
@@ -44,7 +45,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench import harness, store
+from dfkd_bench import harness, store, syncs
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import build_model
 from dfkd_bench.pairs import resolve_pair
@@ -134,7 +135,8 @@ def measure_method(entry: str, args, out: Path) -> dict:
                      data_root=args.data_root, train_missing_teacher=False)[0]
     preset_eval_every = plan_runs([entry], dataset=args.dataset, pair=args.pair, data_root=args.data_root,
                                   out=out)[0].run.eval_every
-    summary = harness.run(spec)
+    with syncs.counting() as reads:  # what a GPU would wait for (dfkd_bench.syncs)
+        summary = harness.run(spec)
     rundir = harness.run_dir(spec)
     records = [json.loads(line) for line in rundir.file(store.METRICS).read_text().splitlines() if line.strip()]
     per_epoch = phase_seconds_per_epoch(records)
@@ -159,6 +161,10 @@ def measure_method(entry: str, args, out: Path) -> dict:
         "distill_gflops_per_s": round(kd_images * kd_flops_per_image / max(per_epoch["distillation"], 1e-9) / 1e9,
                                       2),
         "final_top1": summary.final_top1,
+        # host reads of tensor values (CUDA syncs) over the run's KD steps: an upper bound per
+        # step, since the run's per-epoch reads (logs, evaluation, checkpoint) are included
+        "syncs_per_kd_step": round(reads.total / max(1, args.epochs * summary.steps_per_epoch), 2),
+        "syncs_by_kind": reads.by_kind,
     }
 
 

@@ -133,19 +133,22 @@ def parse_normalization(text: str, data: "DataBundle") -> tuple[str, tuple[float
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample random crop after zero padding, and random horizontal flip, batched."""
+    """Per-sample random crop after zero padding, and random horizontal flip, batched.
+    The offsets and flips are drawn where the batch is (a CPU ``generator``: on the CPU,
+    then moved), so a CUDA step waits for no host draw."""
     n, _, h, w = x.shape
+    where = x.device if generator is None else "cpu"
     if padding:
         padded = F.pad(x, (padding,) * 4)
-        oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-        ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+        oy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=where).to(x.device)
+        ox = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=where).to(x.device)
         rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = padded[batch, chans, rows, cols]
     if flip:
-        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        mask = (torch.rand(n, generator=generator, device=where) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 

@@ -89,10 +89,11 @@ class SamplePool:
         if not len(self):
             raise RuntimeError("sampling from an empty pool")
         n = len(self)
+        where = self.images.device if generator is None else "cpu"  # drawn where the pool is
         if n >= batch_size:
-            idx = torch.randperm(n, generator=generator)[:batch_size]
+            idx = torch.randperm(n, generator=generator, device=where)[:batch_size]
         else:
-            idx = torch.randint(n, (batch_size,), generator=generator)
+            idx = torch.randint(n, (batch_size,), generator=generator, device=where)
         idx = idx.to(self.images.device)
         return self.images[idx], None if self.labels is None else self.labels[idx], {"index": idx}
 

@@ -18,34 +18,53 @@ TRAIN_PHASES = ("synthesis", "augmentation", "distillation")
 
 
 class PhaseClock:
-    """Accumulates wall-clock seconds per phase. ``sync`` makes queued CUDA work count
-    towards the phase that launched it, not the next one.
+    """Accumulates wall-clock seconds per phase.
+
+    On the CPU a phase edge reads ``time.perf_counter``. On CUDA it records an event on
+    the stream instead of synchronising (issue 32: two host-device syncs a KD step, from
+    the phase around every step): queued work then counts towards the phase that
+    launched it, as a synchronise did, and the events are read with one synchronise when
+    the seconds are (``seconds``: the checkpoint, once an epoch).
 
     Phases nest: entering another phase inside one pauses the outer phase for its
     length (an online feed's synthesis inside a distillation step counts as synthesis
     only), and re-entering the phase already running changes nothing."""
 
     def __init__(self, device: torch.device):
-        self.seconds = {p: 0.0 for p in PHASES}
+        self._seconds = {p: 0.0 for p in PHASES}
         self._cuda = device.type == "cuda"
         self._stack: list[str] = []
         self._since = 0.0
+        self._last_event = None
+        self._pending: list[tuple[str, object, object]] = []  # (phase, start event, end event)
 
-    def _sync(self) -> None:
-        if self._cuda:
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase so far (on CUDA: one synchronise, to read the events)."""
+        if self._pending:
             torch.cuda.synchronize()
+            for phase, start, end in self._pending:
+                self._seconds[phase] += start.elapsed_time(end) / 1000
+            self._pending.clear()
+        return self._seconds
 
     def _charge(self) -> None:
         """Charge the time since the last phase edge to the phase running now."""
-        self._sync()
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            if self._stack and self._last_event is not None:
+                self._pending.append((self._stack[-1], self._last_event, event))
+            self._last_event = event
+            return
         now = time.perf_counter()
         if self._stack:
-            self.seconds[self._stack[-1]] += now - self._since
+            self._seconds[self._stack[-1]] += now - self._since
         self._since = now
 
     @contextmanager
     def phase(self, name: str):
-        if name not in self.seconds:
+        if name not in self._seconds:
             raise ValueError(f"unknown phase {name!r}")
         if self._stack and self._stack[-1] == name:
             yield
@@ -75,7 +94,8 @@ class PhaseClock:
         state = dict(state)
         if "other" in state:  # checkpoints written before the phase had its name
             state["checkpoint"] = state.pop("other")
-        self.seconds.update(state)
+        self._pending.clear()
+        self._seconds.update(state)
 
 
 def forward_flops_per_image(module: nn.Module, example: torch.Tensor) -> int:
