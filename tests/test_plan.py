@@ -170,7 +170,8 @@ def test_presets_keep_the_structure_that_defines_each_method(scale):
     """Issue 12: a preset that shrinks a method keeps its defining ratios. Fast-N trains
     on at least 10x (paper: 20x) SSD-KD's samples an epoch; every SSD-KD preset (the
     ablations too) fills its buffer before the first KD step and evicts from it during
-    the run; CMI's synthesis batch is not smaller than its KD batch."""
+    the run, but ``relaxed``, which grows as Fast5's pool does; CMI's synthesis batch is
+    not smaller than its KD batch."""
     fast, ssdkd, cmi = (METHODS.get(n) for n in ("fast", "ssdkd", "cmi"))
     suffix = "-cpu" if scale == "cpu" else ""
     ssd_run, _ = configure(ssdkd, scale)
@@ -181,6 +182,11 @@ def test_presets_keep_the_structure_that_defines_each_method(scale):
     assert len(names) >= 6
     for preset in names:
         run, cfg = configure(ssdkd, preset)
+        if preset == "relaxed":
+            # Table 2's relaxed scale read as Fast5's growing pool (issue 30): Fast5's 220 rounds
+            # of 256 fill its 50,000 buffer by round 196, sampled from as it grows
+            assert run.warmup_epochs == 20 and 196 * cfg.synth_batch >= run.data_scale > 195 * cfg.synth_batch
+            continue
         assert run.warmup_epochs * cfg.synth_batch >= run.data_scale, preset  # full before the first KD step
         assert run.epochs * cfg.synth_batch >= 2 * run.data_scale, preset  # and evicted from
     run, cfg = configure(cmi, scale)
