@@ -58,12 +58,9 @@ def _workers(text: str) -> int:
     if text == "auto":
         return sweep.default_workers()
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(f"--workers {text!r}: expected a positive integer or auto")
-    return value
+        return options.positive_int(text, "--workers")
+    except UserError:
+        raise UserError(f"--workers {text!r}: expected a positive integer or auto") from None
 
 
 def build_specs(args) -> list[plan.RunSpec]:
