@@ -278,11 +278,15 @@ def _device_here(device: str) -> bool:
 
 
 def _job_result(job) -> str:
-    """A submitit job's final status; an interrupted or failed job's as its error says."""
+    """A submitit job's final status, or what became of a job that returned none (its
+    cell's own state is read from the run store)."""
     try:
         return job.result()
     except Exception as exc:  # noqa: BLE001  (the run's own summary says the rest)
-        return f"{sweep.FAILED}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__}"
+        # submitit's first line says what became of the job; the rest is its log
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return f"job {getattr(job, 'job_id', '?')} ended without a result ({type(exc).__name__}" + \
+            (f": {first})" if first else ")")
 
 
 def _sweep_exit(statuses: list["sweep.CellStatus"], reasons: dict[int, str]) -> int:
