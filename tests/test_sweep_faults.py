@@ -138,8 +138,9 @@ def test_a_local_executor_needs_the_grids_device_here(tmp_path, tiny_zoo, capsys
 # --- 3. a resumed cell keeps its thread count ---------------------------------------
 
 def test_a_resumed_run_computes_with_the_thread_count_it_started_with(tmp_path, tiny_zoo, monkeypatch):
-    from tests.plugins import tiny  # noqa: F401
+    from tests.plugins import tiny
 
+    monkeypatch.setattr(tiny.SelfTerminating, "sent", False)  # it signals once a process; another test may have
     (spec,) = sweep.expand(sweep.Grid(methods=["self_terminating"], datasets=["tiny"], pairs=["cnn_s-cnn_s"],
                                       epochs=3, sets={"batch_size": 8, "kd_steps": 2}, out=str(tmp_path / "r")))
     before = torch.get_num_threads()
