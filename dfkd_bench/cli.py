@@ -293,7 +293,7 @@ def _sweep_exit(statuses: list["sweep.CellStatus"], reasons: dict[int, str]) -> 
     """One line per cell that did not complete, saying why; the exit code of cmd_sweep."""
     unfinished = [c for c in statuses if c.status != sweep.DONE]
     for c in unfinished:
-        why = reasons.get(id(c.spec)) or c.reason or c.status
+        why = (reasons.get(id(c.spec)) or c.reason or c.status).removeprefix(f"{c.status}: ")
         hint = {sweep.FAILED: "; --retry-failed runs it again", sweep.INTERRUPTED: "; re-run the sweep to resume it",
                 sweep.PENDING: "; re-run the sweep to start it"}.get(c.status, "")
         err_console.print(f"dfkd-bench: {c.spec.dataset} {c.spec.pair} {c.spec.label} seed {c.spec.seed} "
