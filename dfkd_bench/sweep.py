@@ -177,9 +177,9 @@ def check_target(grid: Grid, specs: list[plan.RunSpec], executor: str) -> None:
                             "compute node's device, which this node cannot know; name `pairs:` (or --pair) or "
                             "`device: cuda` (or cpu) in the grid")
         return
-    for device in sorted({s.run.device for s in specs}):
-        from .config import resolve_device
+    from .config import resolve_device
 
+    for device in sorted({s.run.device for s in specs}):
         resolve_device(device)  # a UserError naming the device when this machine has none
 
 
