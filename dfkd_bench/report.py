@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import store, tables
+from .config import NEUTRAL_RUN_FIELDS
 from .errors import UserError
 from .summary import COST_SUFFIXES, RunSummary
 
@@ -22,8 +23,10 @@ def run_settings(resolved: dict) -> dict[str, object]:
     """A resolved config as flat settings (``epochs``, ``steps``, ``preset`` ...), without
     the seed: what makes two runs the same experiment."""
     flat = {k: v for k, v in resolved.items() if k not in ("seed", "run", "method_config")}
-    for scope in ("run", "method_config"):
-        for k, v in resolved.get(scope, {}).items():
+    # a run field at its neutral value is left out of a config (and of the run's name): read back as it
+    run = {**NEUTRAL_RUN_FIELDS, **resolved.get("run", {})}
+    for scope, values in (("run", run), ("method_config", resolved.get("method_config", {}))):
+        for k, v in values.items():
             key = f"run.{k}" if scope == "run" else k
             if key not in NOT_IDENTITY:
                 flat[key] = tuple(v) if isinstance(v, list) else v
