@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from . import harness, options, plan, report, store, sweep
-from .config import parse_set_options, resolve_device
+from .config import parse_set_options
 from .console import RunDisplay, console, err_console, progress_bar
 from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
@@ -25,11 +25,7 @@ class ArgParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def _csv(text: str) -> list[str]:
-    return options.items(text)
-
-
-_seeds, _scales = options.seeds, options.scales
+_csv, _seeds, _scales = options.items, options.seeds, options.scales
 
 
 def _comparison(text: str) -> tuple[str, str]:
@@ -227,9 +223,7 @@ def cmd_sweep(args) -> int:
     exits 0."""
     grid = build_grid(args)
     specs = sweep.expand(grid, force=args.force)
-    # A cell runs on this machine unless it goes to Slurm; a login node without the grid's
-    # device (a GPU) still finds what the compute nodes wrote.
-    here = args.executor != "slurm" and all(_device_here(s.run.device) for s in specs)
+    here = sweep.runs_here(specs, args.executor)
     statuses = [sweep.cell_status(s, here) for s in specs]
     if args.status:
         print_sweep_status(statuses)
@@ -267,14 +261,6 @@ def cmd_sweep(args) -> int:
     print_sweep_status(final, dead=sweep.dead_workers(outcome))
     reasons = {id(spec): outcome[i] for i, spec in enumerate(todo) if i in outcome}
     return _sweep_exit(final, reasons)
-
-
-def _device_here(device: str) -> bool:
-    try:
-        resolve_device(device)
-    except UserError:
-        return False
-    return True
 
 
 def _job_result(job) -> str:

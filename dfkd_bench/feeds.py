@@ -60,14 +60,14 @@ def checked_synthesis(method: Method, result: Any) -> tuple[Batch, dict[str, flo
 
 
 def check_finite_synthesis(batch: Batch, logs: dict[str, float], epoch: int) -> None:
-    """A round's logs and images are finite, or the run has diverged: ``Diverged`` names
-    the quantity and the epoch (the loss first), as a diverging student step does, where
-    a non-finite pool would otherwise end in whatever raw error its first use raises
-    (SSD-KD: ``invalid multinomial distribution``). One device reduction a round."""
-    bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
+    """A round's logs (host floats) and images are finite, or the run has diverged:
+    ``Diverged`` names the quantity and the epoch (the loss first), as a diverging student
+    step does, where a non-finite pool would otherwise end in whatever raw error its first
+    use raises (SSD-KD: ``invalid multinomial distribution``). One device reduction a round."""
+    bad = [k for k, v in logs.items() if not math.isfinite(v)]
     if bad:
         key = "loss" if "loss" in bad else bad[0]
-        raise Diverged(f"non-finite synthesis {key} ({float(logs[key])}) at epoch {epoch}")
+        raise Diverged(f"non-finite synthesis {key} ({logs[key]}) at epoch {epoch}")
     if not bool(torch.isfinite(batch.images).all()):
         raise Diverged(f"non-finite synthetic images at epoch {epoch}")
 
@@ -140,9 +140,10 @@ class PoolFeed(Feed):
     def start_epoch(self, epoch: int) -> dict[str, float]:
         with self.env.clock.phase("synthesis"):  # one phase: synthesize's own is the same one
             batch, logs = self.synthesize(epoch)
+            logs = {k: float(v) for k, v in logs.items()}
             check_finite_synthesis(batch, logs, epoch)
             self.pool.add(batch.images, batch.labels, batch.meta)
-        logs = {f"synth_{k}": float(v) for k, v in logs.items()}
+        logs = {f"synth_{k}": v for k, v in logs.items()}
         logs.update(self.after_synthesis(batch))
         return {**logs, "pool_size": len(self.pool)}
 

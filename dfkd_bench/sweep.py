@@ -161,6 +161,21 @@ def expand(grid: Grid, force: bool = False) -> list[plan.RunSpec]:
     return specs
 
 
+def runs_here(specs: list[plan.RunSpec], executor: str) -> bool:
+    """Whether the cells run on this machine: not on Slurm, and every cell's device is
+    here (a login node without the grid's GPU still finds what compute nodes wrote)."""
+    from .config import resolve_device
+
+    if executor == "slurm":
+        return False
+    try:
+        for device in {s.run.device for s in specs}:
+            resolve_device(device)
+    except UserError:
+        return False
+    return True
+
+
 def check_target(grid: Grid, specs: list[plan.RunSpec], executor: str) -> None:
     """Before anything starts: ``slurm`` means Slurm (submitit would otherwise fall back
     to running every cell here at once); a local executor needs the grid's device

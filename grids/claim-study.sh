@@ -9,12 +9,7 @@
 #   SEEDS=1,2 sh grids/claim-study.sh    # the remaining seeds
 set -eu
 STUDY=claim-study
-GRID=grids/claim-study.yaml
-CACHE=results/claim-study/cache
-DATA=../shared/data/cifar10-jpg
-TEACHER=reports/cpu-study/teachers/resnet32.pt
 SEEDS=${SEEDS:-"0"}
-WORKERS=${WORKERS:-2}
 . grids/study-lib.sh
 
 prepare_study

@@ -10,12 +10,7 @@
 #   SEEDS="0" sh grids/cpu-study.sh    # one seed
 set -eu
 STUDY=cpu-study
-GRID=grids/cpu-study.yaml
-CACHE=results/cpu-study/cache
-DATA=../shared/data/cifar10-jpg
-TEACHER=reports/cpu-study/teachers/resnet32.pt
 SEEDS=${SEEDS:-"0,1,2"}
-WORKERS=${WORKERS:-2}
 . grids/study-lib.sh
 
 # 1-2. The very teacher every run distils from, and the runs already committed, which count

@@ -2,8 +2,15 @@
 # teacher checked against its committed sha256 (imported if missing), the committed run
 # records seeded into the run store (a fresh clone resumes a study instead of redoing it),
 # and the sweep with its finished runs exported to the tracked tree every EXPORT_EVERY
-# seconds, so a study cut short by a session's end keeps them. Set before sourcing:
-# STUDY (the name: results/$STUDY, reports/$STUDY), GRID, CACHE, DATA, TEACHER.
+# seconds, so a study cut short by a session's end keeps them. Set STUDY before sourcing
+# (the name: grids/$STUDY.yaml, results/$STUDY, reports/$STUDY); SEEDS and WORKERS may be
+# set in the environment.
+
+GRID=grids/$STUDY.yaml
+CACHE=results/$STUDY/cache
+DATA=../shared/data/cifar10-jpg
+TEACHER=reports/cpu-study/teachers/resnet32.pt  # the CPU study's committed teacher, for every study
+WORKERS=${WORKERS:-2}
 
 export_runs() { python benchmarks/export_runs.py "results/$STUDY/runs" "reports/$STUDY/runs"; }
 

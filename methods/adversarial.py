@@ -20,7 +20,6 @@ the method's own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from dfkd_bench.config import PositiveFloat, PositiveInt
 from dfkd_bench.inversion import kd_loss, top_class_share
 from dfkd_bench.method import SMOKE_RUN, Batch, OnlineGeneratorMethod, register_method
+from dfkd_bench.models.generator import GeneratorKind
 
 
 class AdversarialGame(OnlineGeneratorMethod):
@@ -54,7 +54,7 @@ class DFADConfig:
     lr_g: PositiveFloat = 1e-3  # generator Adam learning rate (DFAD reference code)
     g_every: PositiveInt = 5  # student steps per generator step (DFAD reference code: 5)
     # "sigmoid": the suite's shared generator; "dfad": DFAD's GeneratorA (its presets)
-    generator: Literal["sigmoid", "dfad", "zskt"] = "sigmoid"
+    generator: GeneratorKind = "sigmoid"
 
 
 @register_method
@@ -102,7 +102,7 @@ class ZSKTConfig:
     g_every: PositiveInt = 10  # student steps per generator step (ZSKT paper: n_S 10, n_G 1)
     adv_T: PositiveFloat = 1.0  # temperature of the generator's KL (ZSKT paper: plain KL)
     # "sigmoid": the suite's shared generator; "zskt": ZSKT's own (its presets)
-    generator: Literal["sigmoid", "dfad", "zskt"] = "sigmoid"
+    generator: GeneratorKind = "sigmoid"
 
 
 @register_method

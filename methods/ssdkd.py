@@ -209,11 +209,11 @@ class SSDKD(Fast):
         per_sample = kd_loss(s, t, self.ctx.run.T, reduction="none")
         weights = batch.meta.get("is_weight", torch.ones_like(per_sample))
         loss = (weights * per_sample).mean()
-        batch.meta["kl"] = kd_loss(s.detach(), t, 1.0, reduction="none")
+        kl = kd_loss(s.detach(), t, 1.0, reduction="none")
+        batch.meta["refreshed"] = weights * kl  # Eq. 4: IS weight times KL, the sampled items' new priority
         return {"loss": loss, "kd": per_sample.mean().detach(), "is_weight": weights.mean(),
-                "kl_refresh": batch.meta["kl"].mean(), "priority_refresh": (weights * batch.meta["kl"]).mean()}
+                "kl_refresh": kl.mean(), "priority_refresh": batch.meta["refreshed"].mean()}
 
     def after_distill_step(self, batch: Batch, losses) -> None:
-        """Eq. 4: the sampled items' new priority is their IS weight times their KL."""
-        w = batch.meta.get("is_weight", torch.ones_like(batch.meta["kl"]))
-        self.buffer.update_priorities(batch.meta["index"], w * batch.meta["kl"])
+        """Eq. 4: the sampled items' new priority, computed in ``distill_loss``."""
+        self.buffer.update_priorities(batch.meta["index"], batch.meta["refreshed"])

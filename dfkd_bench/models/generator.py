@@ -8,7 +8,7 @@ and first BN by name.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 import torch
 from torch import nn
@@ -98,7 +98,9 @@ class ZSKTGenerator(Generator):
 
 
 # The choices of a method's ``generator`` field.
+GeneratorKind = Literal["sigmoid", "dfad", "zskt"]  # a config's ``generator``: the keys of GENERATORS
 GENERATORS: dict[str, type[Generator]] = {"sigmoid": Generator, "dfad": DFADGenerator, "zskt": ZSKTGenerator}
+assert set(GENERATORS) == set(get_args(GeneratorKind))
 
 
 def reinit_layers(module: nn.Module, names: Iterable[str], bn_gamma_mean: float = 1.0) -> None:
