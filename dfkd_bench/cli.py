@@ -91,7 +91,8 @@ def cmd_run(args) -> int:
                 bar.advance(overall)
                 continue
             except Exception as exc:  # a broken method must not stop the others
-                err_console.print(f"{label}: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+                err_console.print(f"{label}: {type(exc).__name__}: {exc}", markup=False, highlight=False,
+                                  soft_wrap=True)
                 summary = harness.run_dir(spec).summary()  # the run recorded itself as failed
                 if summary is None:
                     failed += 1

@@ -1,6 +1,8 @@
 """Errors for users (one line, exit code 2) as opposed to errors for programmers."""
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the message on one line and exits with 2."""
@@ -13,6 +15,19 @@ class Diverged(RuntimeError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch scheduler's time limit) while the CLI runs: handled like
     Ctrl-C, so the run is recorded as interrupted and resumes on the next call."""
+
+
+class NoSpaceLeft(OSError):
+    """A write failed because its disk (or the user's quota there) is full; the file it
+    replaces is intact. An ``OSError`` with ``errno`` ENOSPC whose text names the folder,
+    not torch's ``unexpected pos 832 vs 726``."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RunLocked(Exception):

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ except ImportError:  # not POSIX: no run lock (see RunDir.lock)
 import torch
 
 from . import backends
-from .errors import RunLocked, UserError
+from .errors import NoSpaceLeft, RunLocked, UserError
 from .summary import RunSummary
 
 SUMMARY = "summary.json"
@@ -46,10 +47,42 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+# A full disk (or quota): the OSError's errno, or the text of torch's RuntimeError when
+# ``torch.save`` writes through its own C++ writer ("[enforce fail at inline_container.cc]
+# unexpected pos 832 vs 726", "file write failed").
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+LOW_SPACE = 1 << 20  # bytes free below which a failed torch write is put down to a full disk
+
+
+def free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _disk_full(exc: BaseException, free: int | None) -> bool:
+    """Whether ``exc``, raised by a write where ``free`` bytes were left (read before the
+    partial file goes), says the disk is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in FULL_ERRNOS
+    if isinstance(exc, RuntimeError) and any(m in str(exc) for m in TORCH_WRITE_FAILURES):
+        return free is not None and free < LOW_SPACE
+    return False
+
+
+def no_space_left(path: Path, free: int | None) -> NoSpaceLeft:
+    there = "" if free is None else f", {free / 2**20:.1f} MiB free there"
+    return NoSpaceLeft(f"no space left on {path.parent} (writing {path.name}{there}); free some and run the same "
+                       "command again (a run resumes from its last checkpoint)")
+
+
 def _atomic_replace(path: Path, write, before_replace: Callable[[], None] | None = None) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename
     it over ``path``; on any failure the temporary file goes and ``path`` is untouched.
-    ``before_replace`` runs once the new content is safely on disk."""
+    ``before_replace`` runs once the new content is safely on disk. A full disk is
+    raised as ``NoSpaceLeft`` naming the folder, whatever the writer reported."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -63,9 +96,13 @@ def _atomic_replace(path: Path, write, before_replace: Callable[[], None] | None
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        free = free_bytes(path.parent)  # before the partial file goes: a full disk still reads full
+        full = not isinstance(exc, NoSpaceLeft) and _disk_full(exc, free)
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full:
+            raise no_space_left(path, free) from exc
         raise
 
 
@@ -257,9 +294,14 @@ class RunDir:
     def append_metrics(self, record: dict) -> None:
         """metrics.jsonl is append-only; ``prepare_metrics`` sets aside what a crash
         mid-write (or anything else) left unreadable."""
-        with open(self.file(METRICS), "a") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-            fh.flush()
+        try:
+            with open(self.file(METRICS), "a") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+                fh.flush()
+        except OSError as exc:
+            if exc.errno in FULL_ERRNOS:
+                raise no_space_left(self.file(METRICS), free_bytes(self.path)) from exc
+            raise
 
     def read_metrics(self) -> list[dict]:
         """The readable records (lines that are not a JSON object are skipped)."""

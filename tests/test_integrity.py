@@ -241,6 +241,55 @@ def test_a_full_disk_leaves_the_run_failed_not_running(tiny_zoo, tmp_path, monke
     assert summary.status == "failed" and "No space left on device" in summary.reason and summary.epochs_done == 1
 
 
+TORCH_FULL_DISK = "[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726"
+
+
+@pytest.mark.parametrize("failure", [RuntimeError(TORCH_FULL_DISK), OSError(28, "No space left on device")],
+                         ids=["torch-writer", "oserror"])
+def test_a_full_disk_is_named_as_one_and_the_run_resumes_once_space_is_freed(failure, capsys, tmp_path, tiny_zoo,
+                                                                              monkeypatch):
+    import collections
+
+    real_save, full = torch.save, [True]
+    usage = collections.namedtuple("usage", "total used free")
+
+    def save(obj, f, *args, **kwargs):  # torch.save as a full disk fails it: part written, then the error
+        if full[0] and isinstance(obj, dict) and obj.get("progress", {}).get("epoch") == 1:
+            Path(f).write_bytes(b"PK" * 363)
+            raise failure
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 0 if full[0] else 5 << 30))
+    argv = [*TINY, "--methods", "kd", "--epochs", "3", "--out", str(tmp_path / "r")]
+    code, _, err = run_cli(capsys, *argv)
+    (rundir,) = (tmp_path / "r").iterdir()
+    assert code == 1 and f"kd seed 0: NoSpaceLeft: no space left on {rundir} (writing checkpoint.pt, 0.0 MiB " \
+        "free there); free some and run the same command again" in err
+    assert "unexpected pos" not in err and "Errno" not in err
+    summary = json.loads((rundir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["reason"].startswith("NoSpaceLeft: no space left on ")
+    assert not list(rundir.glob(".*.tmp"))
+    full[0] = False  # space freed: the same command resumes after the last checkpoint and completes
+    assert run_cli(capsys, *argv)[0] == 0
+    assert json.loads((rundir / "summary.json").read_text())["status"] == "completed"
+    records = store.RunDir(tmp_path / "r", rundir.name).read_metrics()
+    assert [r["epoch"] for r in records if r["event"] == "resume"] == [0]
+
+
+def test_a_torch_write_failure_with_space_left_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    import collections
+
+    def save(obj, f, *args, **kwargs):
+        raise RuntimeError(TORCH_FULL_DISK)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: collections.namedtuple("u", "total used free")(1, 1, 5 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        store.atomic_torch_save(tmp_path / "x.pt", {"a": 1})
+    assert not list(tmp_path.iterdir())
+
+
 # 5. report: unreadable runs are listed, the rest still reported -------------------------
 
 def test_report_lists_unreadable_runs_and_builds_the_rest(capsys, tmp_path, tiny_zoo):
