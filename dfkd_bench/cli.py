@@ -81,18 +81,21 @@ def cmd_run(args) -> int:
         overall = bar.add_task("runs", total=len(specs), info="")
         for spec in specs:
             label = f"{spec.label} seed {spec.seed}"
+            display = RunDisplay(bar, label, spec.run.epochs)
             try:
-                summary = harness.run(spec, RunDisplay(bar, label, spec.run.epochs))
+                summary = harness.run(spec, display)
             except (UserError, KeyboardInterrupt):
                 raise
             except RunLocked as exc:
                 err_console.print(f"dfkd-bench: {exc}", markup=False, highlight=False, soft_wrap=True)
+                display.stopped("skipped: another process is writing it")
                 locked += 1
                 bar.advance(overall)
                 continue
             except Exception as exc:  # a broken method must not stop the others
                 err_console.print(f"{label}: {type(exc).__name__}: {exc}", markup=False, highlight=False,
                                   soft_wrap=True)
+                display.stopped(f"failed: {type(exc).__name__}")
                 summary = harness.run_dir(spec).summary()  # the run recorded itself as failed
                 if summary is None:
                     failed += 1

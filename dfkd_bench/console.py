@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .errors import UserError
 from .events import RunObserver
 from .summary import RunSummary
 
@@ -15,10 +17,29 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+class Bar(Progress):
+    """A progress display that leaves its last state on screen, unless a ``UserError``
+    ends it: then it is cleared, so the one-line error stands alone (no ``runs 0/1``
+    above it)."""
+
+    cleared = False
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is not None and issubclass(exc_type, UserError):
+            self.cleared = self.live.transient = True
+        return super().__exit__(exc_type, exc_val, exc_tb)
+
+    def stop(self) -> None:
+        if not self.cleared:
+            super().stop()
+        elif not self.disable:
+            self.live.stop()  # and not the blank line rich ends a log's display with
+
+
 def progress_bar(on: Console = console) -> Progress:
     """The bar every long job shows: description, bar, n/total, an ``info`` field, time."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=on, transient=False)
+    return Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=on, transient=False)
 
 
 class DataProgress(RunObserver):
@@ -45,7 +66,8 @@ class RunDisplay(DataProgress):
         self.task = bar.add_task(f"  {label}", total=epochs, info="")
 
     def start(self, name: str, epochs: int, start_epoch: int) -> None:
-        self.bar.update(self.task, completed=start_epoch, info="resuming" if start_epoch else "")
+        # said until the first epoch ends, or the run does (a resume with no epoch left)
+        self.bar.update(self.task, completed=start_epoch, info=f"resumed at epoch {start_epoch}" if start_epoch else "")
 
     def epoch(self, epoch: int, record: dict) -> None:
         top1 = record.get("top1")
@@ -55,4 +77,12 @@ class RunDisplay(DataProgress):
         self.bar.update(self.task, completed=summary.epochs, info="already completed (use --force to redo)")
 
     def failed(self, summary: RunSummary) -> None:
-        self.bar.update(self.task, info=f"[red]failed: {summary.reason}")
+        self.stopped(f"failed: {summary.reason}")
+
+    def done(self, summary: RunSummary) -> None:
+        top1 = summary.final_top1
+        self.bar.update(self.task, completed=summary.epochs, info="completed" if top1 is None else f"top-1 {top1:.2f}%")
+
+    def stopped(self, why: str) -> None:
+        """The run ended without completing (an error the harness raised, a lock)."""
+        self.bar.update(self.task, info=f"[red]{escape(why)}")

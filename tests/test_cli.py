@@ -58,10 +58,11 @@ def test_unwritable_output_directory(capsys, tmp_path, tiny_zoo):
 
 
 def test_missing_teacher_without_training_names_the_command(capsys, tmp_path, cache):
-    code, _, err = run_cli(capsys, *PLUGIN, "run", "--methods", "kd", "--dataset", "tiny", "--pair", "cnn_s-cnn_s",
+    code, out, err = run_cli(capsys, *PLUGIN, "run", "--methods", "kd", "--dataset", "tiny", "--pair", "cnn_s-cnn_s",
                            "--no-train-teacher", "--out", str(tmp_path / "r"))
     assert code == 2
     assert "dfkd-bench teachers train --dataset tiny --arch cnn_s" in err
+    assert out == ""  # no progress display ("runs 0/1") above the one-line error
 
 
 def test_run_then_report(capsys, tmp_path, tiny_zoo):
@@ -103,6 +104,30 @@ def test_run_then_report(capsys, tmp_path, tiny_zoo):
     index = (tmp_path / "rep2" / "index.md").read_text()
     assert index.startswith("# A study\n\nThe command: `sh study.sh`.\n\n# The generated report\n")
     assert index.count("\n# ") == 1
+
+
+def test_a_run_resumed_after_its_last_epoch_ends_with_its_result_on_the_bar(capsys, tmp_path, tiny_zoo, monkeypatch):
+    """A run that failed after its last checkpoint resumes with no epoch left: its bar line
+    says how it ended, not "resuming" for ever; a run that fails says so on its line."""
+    from dfkd_bench.console import RunDisplay
+
+    real_epoch = RunDisplay.epoch
+
+    def fail_at_the_end(self, epoch, record):
+        real_epoch(self, epoch, record)
+        if epoch == 1:
+            raise RuntimeError("[disk] gone")
+
+    argv = [*PLUGIN, "run", "--methods", "kd", "--dataset", "tiny", "--pair", "cnn_s-cnn_s", "--epochs", "2",
+            "--set", "batch_size=8", "--set", "kd_steps=2", "--out", str(tmp_path / "r")]
+    monkeypatch.setattr(RunDisplay, "epoch", fail_at_the_end)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1 and "kd seed 0: RuntimeError: [disk] gone" in err
+    assert "failed: RuntimeError" in next(line for line in out.splitlines() if "kd seed 0" in line)
+    monkeypatch.setattr(RunDisplay, "epoch", real_epoch)
+    code, out, _ = run_cli(capsys, *argv)
+    line = next(line for line in out.splitlines() if "kd seed 0" in line)
+    assert code == 0 and "2/2" in line and "top-1 " in line and "resum" not in line
 
 
 def test_diverging_method_fails_and_others_still_run(capsys, tmp_path, tiny_zoo):
