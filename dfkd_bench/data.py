@@ -247,9 +247,10 @@ def _load_cifar(name: str, root, download: bool, cache, progress: DecodeProgress
         base = data_dir(root)
         if not download:
             raise UserError(
-                f"{name} not found: expected {base / name / spec.batches_folder} (torchvision) or "
-                f"{base / name}/train and /test class folders (ImageFolder); pass --download to fetch it "
-                f"with torchvision, or --data-root DIR to point at a copy")
+                f"{name} not found: expected {base / name} or {base} itself to hold {spec.batches_folder}/ "
+                "(torchvision) or train/<class>/ and test/<class>/ image folders (ImageFolder); pass --download "
+                "to fetch it with torchvision, or --data-root DIR naming a copy: the data set's own folder "
+                f"(e.g. .../{name}-jpg holding train/ and test/) or the folder above it (holding {name}/)")
         found = ("torchvision", _download_cifar(name, base / name))
     elif download and found[0] == "torchvision":
         _download_cifar(name, found[1])  # verifies the md5s and re-fetches a damaged copy

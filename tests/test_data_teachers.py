@@ -135,7 +135,10 @@ def test_missing_cifar_names_the_path_and_the_download_flag(cache, tmp_path):
     with pytest.raises(UserError) as info:
         load_dataset("cifar10", tmp_path / "empty")
     message = str(info.value)
-    assert str(tmp_path / "empty" / "cifar10" / "cifar-10-batches-py") in message
+    # both layouts --data-root accepts: the folder above the data set's, and the data set's own
+    assert f"expected {tmp_path / 'empty' / 'cifar10'} or {tmp_path / 'empty'} itself to hold " \
+           "cifar-10-batches-py/ (torchvision) or train/<class>/ and test/<class>/ image folders" in message
+    assert "the data set's own folder" in message and "the folder above it (holding cifar10/)" in message
     assert "--download" in message and "\n" not in message
 
 
