@@ -116,6 +116,26 @@ def scoped(changes: dict[str, Any], method: str) -> dict[str, Any]:
     return out
 
 
+def check_scoped_sets(changes: dict[str, Any]) -> None:
+    """Every ``<method>.key=value`` change checked against that method's configs, whether
+    or not the method is in the command (one not run would otherwise be ignored in
+    silence: a typo's usual fate), and a scope that is neither ``run``, ``method`` nor a
+    method refused with the methods named."""
+    for key, value in changes.items():
+        head, dot, rest = key.partition(".")
+        if not dot or head in ("run", "method"):
+            continue
+        if head not in METHODS:
+            raise UserError(f"--set {key}={value}: unknown scope {head!r}; accepted: run.<key>, method.<key> or "
+                            f"<method>.<key> with a method of {', '.join(METHODS.names())}")
+        cls = METHODS.get(head)
+        try:
+            _, method_cfg = apply_changes(RunConfig(), cls.config_cls(), {rest: value}, "--set", cls.renamed)
+            check_fields(method_cfg, "--set")
+        except UserError as exc:  # the field's own message, said of this method
+            raise UserError(f"{cls.name}: {exc}") from None
+
+
 def configure(cls: type[Method], preset: str | None = None, options: dict[str, Any] | None = None,
               sets: dict[str, Any] | None = None, device_here: bool = True) -> tuple[RunConfig, Any]:
     """The run and method configs of one method, layered as the module docstring says,
@@ -188,6 +208,7 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
     DATASETS.get(dataset.split(":", 1)[0])
     pair = resolve_pair(pair, dataset, target_device_type(device)).name
     changes = parse_set_options(sets) if isinstance(sets, list) else dict(sets or {})
+    check_scoped_sets(changes)
     scales = data_scale_list(data_scale)
     specs = []
     for entry in methods:

@@ -27,6 +27,13 @@ def run_cli(capsys, *argv):
     (["run", "--methods", "deepinv", "--set", "steps"], "malformed --set 'steps'"),
     (["run", "--methods", "deepinv", "--set", "stepz=3"], "unknown key 'stepz'"),
     (["run", "--methods", "deepinv", "--set", "steps=many"], "expected a value of type int"),
+    # a change scoped to a method not in the command is checked all the same
+    (["run", "--methods", "kd", "--set", "fast.nope=1"], "fast: --set: unknown key 'nope'"),
+    (["run", "--methods", "kd", "--set", "ssdkd.lr_g=abc"], "ssdkd: --set lr_g=abc: expected a value of type float"),
+    (["run", "--methods", "kd", "--set", "dda.pipeline=zzz"], "dda: pipeline='zzz'; accepted: variation, img2img"),
+    (["run", "--methods", "kd", "--set", "nosuch.lr=1"],
+     "--set nosuch.lr=1: unknown scope 'nosuch'; accepted: run.<key>, method.<key> or <method>.<key> with a method "
+     "of cmi, dafl, dda, deepinv, "),
     (["run", "--methods", "deepinv", "--seeds", "a,b"], "expected comma-separated integers"),
     (["run", "--methods", "deepinv", "--device", "tpu"], "--device 'tpu': expected one of auto, cpu, cuda"),
     (["run", "--methods", "deepinv", "--epochs", "0"], "expected a positive integer"),
