@@ -223,17 +223,16 @@ class RunDir:
         """One writer per run directory: an exclusive ``flock`` on ``.lock``, released by
         the kernel when the holder dies (kill -9 included). A second process gets
         ``RunLocked`` naming the holder. Without ``fcntl`` (not POSIX) or with
-        ``DFKD_BENCH_LOCKS=off`` there is no lock."""
+        ``DFKD_BENCH_LOCKS=off`` there is no lock. A run that never started (its data set
+        or teacher missing: nothing but ``.lock`` was written) leaves no folder behind."""
         if not locks_enabled():
-            yield
-            return
-        fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-        try:
             try:
-                _flock(fd, self.file(LOCK))
-            except BlockingIOError:
-                raise RunLocked(f"run {self.path.name} is being written by {_lock_holder(fd)}; "
-                                "skipped it") from None
+                yield
+            finally:
+                self._remove_if_unused()
+            return
+        fd = self._take_lock()
+        try:
             # the new holder over the old one, then cut what is left of a longer old one: the
             # file is never empty once a holder has written itself
             holder = (f"process {os.getpid()} on {platform.node()} since "
@@ -242,7 +241,41 @@ class RunDir:
             os.ftruncate(fd, len(holder))
             yield
         finally:
+            self._remove_if_unused()  # while the lock is held: no one starts writing meanwhile
             os.close(fd)  # closing the descriptor releases the lock
+
+    def _take_lock(self) -> int:
+        """A descriptor of ``.lock`` holding its ``flock``. A holder whose run never started
+        removes the file (``_remove_if_unused``); a lock taken on the removed file guards
+        nothing, so it is taken again on the file now at the path."""
+        while True:
+            self.create()
+            try:
+                fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except FileNotFoundError:  # the folder went between the two calls
+                continue
+            try:
+                _flock(fd, self.file(LOCK))
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                raise RunLocked(f"run {self.path.name} is being written by {holder}; skipped it") from None
+            except BaseException:  # no lock support here (a UserError) or an interruption
+                os.close(fd)
+                self._remove_if_unused()
+                raise
+            if _same_file(fd, self.file(LOCK)):
+                return fd
+            os.close(fd)
+
+    def _remove_if_unused(self) -> None:
+        """Remove this folder when it holds nothing but ``.lock`` (or nothing)."""
+        try:
+            if {p.name for p in self.path.iterdir()} <= {LOCK}:
+                self.file(LOCK).unlink(missing_ok=True)
+                self.path.rmdir()
+        except OSError:  # written to meanwhile, or gone already: leave it
+            pass
 
     def is_locked(self) -> bool:
         """Whether a live process holds this run's lock now (a probe: takes and drops it).
@@ -250,7 +283,10 @@ class RunDir:
         that died; its run resumes."""
         if not locks_enabled() or not self.file(LOCK).exists():
             return False
-        fd = os.open(self.file(LOCK), os.O_RDWR)
+        try:
+            fd = os.open(self.file(LOCK), os.O_RDWR)
+        except FileNotFoundError:  # removed by a run that never started
+            return False
         try:
             _flock(fd, self.file(LOCK))
         except BlockingIOError:
@@ -373,6 +409,16 @@ class RunDir:
                 if warn is not None:
                     warn(f"{self.path.name}: {name} cannot be read ({reason}); moved to {aside.name}; {then}")
         return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file at ``path`` now (not one removed since it was opened)."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (own.st_dev, own.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _jsonl(records: list[dict]) -> bytes:

@@ -70,6 +70,7 @@ def test_missing_teacher_without_training_names_the_command(capsys, tmp_path, ca
     assert code == 2
     assert "dfkd-bench teachers train --dataset tiny --arch cnn_s" in err
     assert out == ""  # no progress display ("runs 0/1") above the one-line error
+    assert list((tmp_path / "r").iterdir()) == []  # no run folder holding only its .lock
 
 
 def test_run_then_report(capsys, tmp_path, tiny_zoo):

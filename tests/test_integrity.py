@@ -88,6 +88,36 @@ def test_a_locked_run_is_skipped_with_the_holder_named(capsys, tmp_path, tiny_zo
     assert harness.run(spec).status == "completed"  # the lock went with its holder
 
 
+def test_a_run_that_never_starts_leaves_no_folder_and_a_lock_on_a_removed_file_is_taken_again(tmp_path,
+                                                                                               monkeypatch):
+    from dfkd_bench.errors import UserError
+
+    rundir = store.RunDir(tmp_path / "r", "run")
+    rundir.create()
+    with pytest.raises(UserError):
+        with rundir.lock():  # the data set is missing: nothing but the lock was written
+            raise UserError("cifar10 not found")
+    assert not rundir.path.exists() and (tmp_path / "r").exists()
+    # A second process opened .lock just before the first removed it: its lock would be on a
+    # file no one else opens, so it takes the lock again on the file now at the path.
+    removed, real_open, opened = tmp_path / "removed-lock", os.open, []
+
+    def open_removed_first(path, flags, *args):
+        if Path(path) == rundir.file(store.LOCK) and not opened:
+            opened.append(path)
+            fd = real_open(removed, flags, *args)
+            removed.unlink()
+            return fd
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_removed_first)
+    with rundir.lock():
+        monkeypatch.setattr(os, "open", real_open)
+        assert rundir.is_locked()  # the lock at the path is held, not only the removed file's
+        store.atomic_write_json(rundir.file(store.SUMMARY), {})
+    assert rundir.file(store.SUMMARY).exists()  # a folder holding more than the lock stays
+
+
 def test_a_holder_that_has_not_written_its_name_yet_is_waited_for(tmp_path):
     """The race CI hit: the second process met the lock between the holder's flock and its
     write of its name, read an empty file and said "another process"."""
