@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,3 +102,63 @@ def peak_memory(device: torch.device) -> tuple[float, float | None]:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, None  # Linux reports KiB
+
+
+def warm_up_kernels(fast_path, teacher: torch.nn.Module, student: torch.nn.Module, image_shape: tuple[int, ...],
+                    synth_batch: int, kd_batch: int, device: torch.device) -> float:
+    """Seconds spent running each model once at its batch shapes before any epoch: the
+    teacher forward and backward to its input at the synthesis batch (a synthesis step's
+    path) and forward at the KD batch, the student forward and backward in train mode at
+    the KD batch, all on zero images. This is where a process pays its start-up costs
+    (cuDNN's autotuning of each convolution shape, lazy kernel loading, cuBLAS handles,
+    oneDNN primitives on the CPU, ``run.compile``'s compilation), which otherwise land in
+    the first epoch's synthesis; the run times them as the ``startup`` phase (issue 32,
+    item 9), counted in the total time, not in train time. A method's own modules
+    (generators, heads) still autotune in their first round, and evaluation's shapes in
+    the first evaluation.
+
+    Nothing a run computes changes: the student's buffers (BN statistics) are put back
+    and its gradients dropped, and zero inputs draw no random numbers."""
+    start = time.perf_counter()
+    was_training = student.training
+    buffers = {name: b.clone() for name, b in student.named_buffers()}
+    student.train()
+    try:
+        x = torch.zeros(synth_batch, *image_shape, device=device, requires_grad=True)
+        with fast_path.autocast("synthesis"):
+            out = teacher(fast_path.images(x))
+        out.float().sum().backward()
+        kd = fast_path.images(torch.zeros(kd_batch, *image_shape, device=device))
+        with torch.no_grad(), fast_path.autocast("distillation"):
+            teacher(kd)
+        with fast_path.autocast("distillation"):
+            out = student(kd)
+        out.float().sum().backward()
+    finally:
+        student.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in student.named_buffers():
+                b.copy_(buffers[name])
+        student.train(was_training)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def compiled_start(student: torch.nn.Module, warm_up) -> tuple[float, str]:
+    """``run.compile``: the student's forward (and so its backward) through
+    ``torch.compile``, compiled by the start-up's ``warm_up`` (seconds returned with what
+    ran). A compiler that fails there (no C++ compiler for inductor, an unsupported op)
+    leaves the student eager and the reason recorded, not the run failed.
+
+    The teacher stays eager: the methods hang their inversion losses on hooks of its
+    BatchNorm layers, registered after the session builds it, and TorchDynamo does not
+    guard on hooks added after compilation (``skip_nnmodule_hook_guards``), so a teacher
+    compiled first would silently run without them."""
+    student.compile()
+    try:
+        return warm_up(), "student"
+    except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager, recorded
+        student._compiled_call_impl = None  # what nn.Module.compile set: eager again
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return warm_up(), f"eager (torch.compile failed: {reason})"

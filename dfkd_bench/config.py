@@ -60,6 +60,9 @@ class RunConfig:
     # (off: fp32 means fp32). See dfkd_bench.backends.
     deterministic: bool = False
     tf32: bool = False
+    # torch.compile of the student (its forward and backward), compiled in the start-up
+    # phase; environment.json's "compiled" says what ran (backends.compiled_start).
+    compile: bool = False
     # The student's learning-rate schedule: "cosine", a cosine to 0 stepped every student step
     # over the run's distillation steps; "reference", the reference scripts' cosine stepped
     # once a distillation epoch over 200 epochs to 2e-4 whatever the run's length (every
@@ -290,7 +293,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # value at which a run computes what it did before the field existed. A run's identity (its
 # config.json, name hash and report row) leaves such a field out at that value, so a run made
 # before the field keeps its name, resumes and shares its experiment's row with runs made since.
-NEUTRAL_RUN_FIELDS = {"kd_passes": 1, "lr_schedule": "cosine", "deterministic": False, "tf32": False}
+NEUTRAL_RUN_FIELDS = {"kd_passes": 1, "lr_schedule": "cosine", "deterministic": False, "tf32": False,
+                      "compile": False}
 
 
 def run_identity(run: RunConfig) -> dict[str, Any]:

@@ -295,6 +295,15 @@ class Session:
                                   cfg.bf16_phases)
         self.fast_path.prepare(self.teacher.to(device).eval().requires_grad_(False))
         self.fast_path.prepare(student.to(device))
+        # Start-up costs (autotuning, lazy kernels) timed apart, before any method hook or
+        # cost counter watches the models; ``start`` charges them to the "startup" phase.
+        def warm_up() -> float:
+            return backends.warm_up_kernels(self.fast_path, self.teacher, student, self.data.image_shape,
+                                            getattr(spec.method_config, "synth_batch", None) or cfg.batch_size,
+                                            cfg.batch_size, device)
+
+        self.startup_seconds, self.compiled = backends.compiled_start(student, warm_up) if cfg.compile \
+            else (warm_up(), "off")
         data = self.data
         mean, std = teacher_normalization(teacher_meta, data)
         self.normalizer = Normalizer(mean, std, device)
@@ -339,12 +348,13 @@ class Session:
     def start(self) -> int:
         """Resume from the checkpoint if there is one; write config and environment.
         Returns the first epoch to run."""
-        env = store.environment(self.device, self.spec.run.precision)
+        env = {**store.environment(self.device, self.spec.run.precision), "compiled": self.compiled}
         ckpt = self.rundir.load_checkpoint(warn=self.observer.message)
         if ckpt is not None:
             state = upgrade_checkpoint(ckpt)
             for name, component in self.components().items():
                 component.load_state_dict(state[name])
+        self.clock.add("startup", self.startup_seconds)  # this process's, added to a resumed run's
         self.rundir.prepare_metrics(self.progress.epoch if ckpt is not None else None, self.observer.message)
         if ckpt is not None:
             # environment.json keeps the machine the run started on; a resume on another

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-PHASES = ("synthesis", "augmentation", "distillation", "evaluation", "checkpoint")
+PHASES = ("synthesis", "augmentation", "distillation", "evaluation", "checkpoint", "startup")
 # "Train time": evaluation and checkpoint writes are not training, and checkpoint cost
 # grows with what a method keeps, not with how it distils. Augmentation (DDA's diffusion
-# step and its filter) is part of making the training data: it counts.
+# step and its filter) is part of making the training data: it counts. "startup" is what a
+# process pays before its first epoch (backends.warm_up_kernels: cuDNN autotuning, lazy
+# kernel loading), once per start or resume: in the total, not in train time.
 TRAIN_PHASES = ("synthesis", "augmentation", "distillation")
 
 
@@ -86,6 +88,12 @@ class PhaseClock:
     @property
     def total_seconds(self) -> float:
         return sum(self.seconds.values())
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Charge ``seconds`` measured outside the clock (the start-up) to ``phase``."""
+        if phase not in self._seconds:
+            raise ValueError(f"unknown phase {phase!r}")
+        self._seconds[phase] += seconds
 
     def state_dict(self) -> dict:
         return dict(self.seconds)

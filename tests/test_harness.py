@@ -29,7 +29,7 @@ def test_every_registered_method_runs(method, tiny_zoo, tmp_path):
     assert 0.0 <= summary.final_top1 <= 100.0
     assert summary.costs["student_forward_images"] > 0 and summary.costs["student_backward_images"] > 0
     assert summary.costs["student_flops_per_image"] > 0 and summary.training_flops > 0
-    assert set(summary.seconds) == {"synthesis", "augmentation", "distillation", "evaluation", "checkpoint"}
+    assert set(summary.seconds) == {"synthesis", "augmentation", "distillation", "evaluation", "checkpoint", "startup"}
     assert summary.train_seconds == sum(summary.seconds[p] for p in ("synthesis", "augmentation", "distillation"))
     run_dir = tmp_path / "r" / summary.name
     for name in (store.CONFIG, store.ENVIRONMENT, store.METRICS, store.SUMMARY, store.CHECKPOINT):
