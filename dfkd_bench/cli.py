@@ -167,6 +167,9 @@ def _first_paragraph(doc: str | None) -> str:
 
 def cmd_report(args) -> int:
     results = Path(args.results)
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results} is a file, not a directory; pass the folder runs were written to "
+                        "(run's --out, default results/)")
     if not results.is_dir():
         raise UserError(f"results directory {results} does not exist; run `dfkd-bench run` first or pass --results")
     out = Path(args.out)
@@ -190,7 +193,8 @@ def cmd_report(args) -> int:
     for where, why in problems:
         err_console.print(f"dfkd-bench: warning: skipped {where}: {why}", markup=False, highlight=False, soft_wrap=True)
     if not rows:
-        console.print(f"no completed runs under {results}")
+        kept = " matching the filters" if args.pair or args.dataset or args.methods else ""
+        console.print(f"no completed runs{kept} under {results}: nothing written")
         return 0
     t = Table(title=f"comparison ({results})")
     for col in rows[0]:

@@ -55,6 +55,18 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, argv, message, tmp_pa
     assert not (tmp_path / "results").exists()
 
 
+def test_report_on_a_file_or_an_empty_folder(capsys, tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    code, _, err = run_cli(capsys, "report", "--results", str(tmp_path / "summary.json"))
+    assert code == 2 and err.strip() == (f"dfkd-bench: error: --results {tmp_path / 'summary.json'} is a file, not a "
+                                         "directory; pass the folder runs were written to (run's --out, default "
+                                         "results/)")
+    (tmp_path / "empty").mkdir()
+    code, out, _ = run_cli(capsys, "report", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "rep"))
+    assert code == 0 and out.strip() == f"no completed runs under {tmp_path / 'empty'}: nothing written"
+    assert not (tmp_path / "rep").exists()
+
+
 def test_unwritable_output_directory(capsys, tmp_path, tiny_zoo):
     blocker = tmp_path / "file"
     blocker.write_text("keep me")

@@ -194,15 +194,63 @@ def test_ranking_against_the_published_columns_with_kendall_tau(tmp_path):
     assert report.preset_samples_per_epoch("nosuch", None) is None
 
 
-def test_filters_and_a_missing_baseline(tree, tmp_path):
+def test_filters_and_a_baseline_missing_on_one_data_set(tree, tmp_path):
     from dfkd_bench import report
 
-    rep = report.write_report(tree, tmp_path / "rep", pairs=["wrn40_2-wrn16_1"], baseline="nosuch", figures=False)
-    assert set(rep.table["pair"]) == {"wrn40_2-wrn16_1"}
+    fake_run(tree, "dafl", "resnet34-resnet18", 0, 80.0, 100.0, dataset="cifar100")
+    rep = report.write_report(tree, tmp_path / "rep", pairs=["resnet34-resnet18"], baseline="dafl", figures=False)
+    assert set(rep.table["pair"]) == {"resnet34-resnet18"}
     index = (tmp_path / "rep" / "index.md").read_text()
-    assert "No `nosuch` runs on cifar10: no speed-up table." in index
+    assert "No `dafl` runs on cifar10: no speed-up table." in index
+    assert (tmp_path / "rep" / "speedup__cifar100.md").exists()
     rep = report.write_report(tree, tmp_path / "rep2", methods=["ssdkd"], figures=False)
     assert set(rep.table["label"]) == {"ssdkd", "teacher (resnet34)"}
+
+
+def test_a_baseline_or_filter_that_matches_no_run_is_an_error_before_anything_is_written(tree, tmp_path):
+    from dfkd_bench import report
+    from dfkd_bench.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--baseline 'nosuch' matches no completed run in .*; accepted: a method "
+                                        r"label there \(KD \(real data\), fast-fast2, kd, ssdkd\)$"):
+        report.write_report(tree, tmp_path / "rep", baseline="nosuch", figures=False)
+    with pytest.raises(UserError, match=r"^--baseline 'fast-fast2' matches no completed run .*accepted: .*\(ssdkd\)"):
+        report.write_report(tree, tmp_path / "rep", methods=["ssdkd"], baseline="fast-fast2", figures=False)
+    with pytest.raises(UserError) as info:
+        report.write_report(tree, tmp_path / "rep", methods=["nosuch"], pairs=["wrn40_2-wrn16_1"], figures=False)
+    assert str(info.value) == (
+        f"no run in {tree} matches --pair wrn40_2-wrn16_1 --methods nosuch; its 8 runs are of methods fast-fast2, "
+        "kd, ssdkd; pairs resnet34-resnet18, wrn40_2-wrn16_1; data sets cifar10")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_without_a_completed_run_nothing_is_written(tmp_path):
+    from dfkd_bench import report
+
+    (tmp_path / "results").mkdir()
+    rep = report.write_report(tmp_path / "results", tmp_path / "rep", figures=False)
+    assert rep.rows == [] and rep.files == [] and not (tmp_path / "rep").exists()
+    fake_run(tmp_path / "results", "kd", "a-b", 0, 50.0, 10.0, status="failed")
+    rep = report.write_report(tmp_path / "results", tmp_path / "rep", figures=False)
+    assert len(rep.unfinished) == 1 and not (tmp_path / "rep").exists()
+
+
+def test_run_folders_without_a_summary_are_listed_with_why(tree, tmp_path):
+    from dfkd_bench import report, store
+
+    for name, files in (("never-started", [store.LOCK]), ("summary-gone", [store.LOCK, store.CONFIG, store.METRICS])):
+        (tree / name).mkdir()
+        for f in files:
+            (tree / name / f).write_text("{}")
+    (tree / "sweep-logs").mkdir()
+    (tree / "sweep-logs" / "job_0.out").write_text("")
+    rep = report.write_report(tree, tmp_path / "rep", figures=False)
+    assert rep.problems == [
+        (str(tree / "never-started"), "holds only .lock: a run that stopped before it started (the folder can go)"),
+        (str(tree / "summary-gone"), "no summary.json (it holds .lock, config.json, metrics.jsonl)")]
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "(8 runs read, 7 completed and averaged;" in index and "; 2 run folders skipped, listed at the end" in index
+    assert f"- `{tree / 'never-started'}`: holds only .lock" in index
 
 
 @pytest.mark.parametrize("seconds, text", [(5.0, "5.0 s"), (45.2, "45 s"), (130, "2.2 min"), (14112, "3.92 h"),
