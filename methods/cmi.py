@@ -196,7 +196,7 @@ class CMI(Method):
     def sample_bank(self, n: int) -> torch.Tensor | None:
         if not self.bank_count or n <= 0:
             return None
-        idx = torch.randperm(self.bank_count)[:n].to(self.bank.device)
+        idx = torch.randperm(self.bank_count, device=self.bank.device)[:n]  # drawn on the bank's device (issue 32)
         return self.bank[idx]
 
     def add_to_bank(self, features: torch.Tensor) -> None:

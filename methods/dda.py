@@ -73,12 +73,13 @@ class PenultimateTap:
 
 
 def rotate_batch(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Each image turned by ``rotations[i]`` x 90 degrees (square images)."""
-    out = x.clone()
+    """Each image turned by ``rotations[i]`` x 90 degrees (square images). Selected with
+    ``torch.where`` from the batch turned each way, not by boolean-mask indexing, whose
+    shape depends on the mask: on CUDA that read the mask back to the host three times
+    a call (issue 32)."""
+    out = x
     for r in range(1, 4):
-        m = rotations == r
-        if m.any():
-            out[m] = torch.rot90(x[m], r, dims=(2, 3))
+        out = torch.where((rotations == r).view(-1, *([1] * (x.dim() - 1))), torch.rot90(x, r, dims=(2, 3)), out)
     return out
 
 
@@ -187,7 +188,7 @@ class DDA(CMI):
 
     # --- inversion -------------------------------------------------------------------
     def rotation_targets(self, n: int, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rotations = torch.randint(4, (n,)).to(classes.device)
+        rotations = torch.randint(4, (n,), device=classes.device)  # drawn where it is used (issue 32)
         return rotations, rotations * self.ctx.num_classes + classes
 
     def rotation_loss(self, x: torch.Tensor, classes: torch.Tensor, detach: bool) -> torch.Tensor:

@@ -33,7 +33,7 @@ def per_kd_step(method: str, tmp_path) -> float:
     return (r2 - r1) / (s2 - s1)
 
 
-@pytest.mark.parametrize("method", ["deepinv", "fast", "ssdkd", "cmi"])
+@pytest.mark.parametrize("method", ["deepinv", "fast", "ssdkd", "cmi", "dda"])
 def test_a_pool_feed_kd_step_reads_the_device_at_most_once(tiny_zoo, tmp_path, method):
     # the one read left: the loss's finiteness, checked every step so a NaN never reaches the
     # optimiser (before issue 32 also: a CPU randperm and three crop/flip draws copied over,
