@@ -329,14 +329,15 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]",
                    help="samples the student trains on per epoch; several (500,2500,5000) make a data-scale grid: "
                         "one run per method, scale and seed")
-    r.add_argument("--epochs", type=_epochs, default=None, help="epochs of every run (default: each preset's)")
+    r.add_argument("--epochs", type=_epochs, default=None, metavar="N",
+                   help="epochs of every run, warm-up epochs included (default: each preset's)")
     r.add_argument("--device", type=options.device, default=None, help="auto | cpu | cuda (default auto)")
     r.add_argument("--out", default="results", help="results directory (default results/)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     r.add_argument("--force", action="store_true", help="redo runs that already completed")
-    r.add_argument("--data-root", default=None, help="root folder of the data sets")
+    r.add_argument("--data-root", default=None, metavar="DIR", help=options.DATA_ROOT_HELP)
     r.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
-    r.add_argument("--cache-dir", default=None, help="teacher zoo and data cache (default ~/.cache/dfkd-bench)")
+    r.add_argument("--cache-dir", default=None, metavar="DIR", help=options.CACHE_HELP)
     r.add_argument("--no-train-teacher", action="store_true",
                    help="stop with the command to run instead of training a missing teacher")
     r.set_defaults(func=cmd_run)
@@ -379,15 +380,19 @@ def make_parser() -> argparse.ArgumentParser:
     sw.add_argument("--pair", type=_csv, default=None, help="comma-separated pairs")
     sw.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds")
     sw.add_argument("--data-scale", type=_scales, default=None, metavar="N[,N...]", help="data scales of the grid")
-    sw.add_argument("--epochs", type=_epochs, default=None,
-                    help="epochs of every cell (default: the grid's, else each preset's)")
+    sw.add_argument("--epochs", type=_epochs, default=None, metavar="N",
+                    help="epochs of every cell, warm-up epochs included (default: the grid's, else each preset's)")
     sw.add_argument("--device", type=options.device, default=None,
                     help="auto | cpu | cuda: the device of the machines that run the cells (resolved there)")
     sw.add_argument("--preset", default=None, help="named preset of every method")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     sw.add_argument("--out", default=None, help="results directory (default: the grid's, else results/)")
-    sw.add_argument("--data-root", default=None)
-    sw.add_argument("--cache-dir", default=None)
+    sw.add_argument("--data-root", default=None, metavar="DIR",
+                    help=f"{options.DATA_ROOT_WHAT}, as the machines that run the cells see it (default: the "
+                         f"grid's, else {options.DATA_ROOT_DEFAULT})")
+    sw.add_argument("--cache-dir", default=None, metavar="DIR",
+                    help=f"{options.CACHE_WHAT}, as the machines that run the cells see it (default: the grid's, "
+                         f"else {options.CACHE_DEFAULT})")
     sw.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                     help="local worker processes (default), Slurm job arrays through submitit, or submitit's "
                          "local executor (the Slurm path on this machine)")

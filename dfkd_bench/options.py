@@ -10,6 +10,14 @@ from .errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
 
+# Help of the options every command that reads data or the teacher zoo shares (run, sweep, teachers).
+DATA_ROOT_WHAT = ("a data set's own folder (holding cifar-10-batches-py/, or train/ and test/) or the folder above "
+                  "it (holding cifar10/ ...)")
+DATA_ROOT_DEFAULT = "$DFKD_BENCH_DATA, else <cache>/data"
+CACHE_WHAT, CACHE_DEFAULT = "teacher zoo and data cache", "$DFKD_BENCH_CACHE, else ~/.cache/dfkd-bench"
+DATA_ROOT_HELP = f"{DATA_ROOT_WHAT} (default {DATA_ROOT_DEFAULT})"
+CACHE_HELP = f"{CACHE_WHAT} (default {CACHE_DEFAULT})"
+
 
 def items(value: Any) -> list:
     """A comma-separated string, a list, or one scalar, as a list of items."""

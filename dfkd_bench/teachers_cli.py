@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from . import options
 from .config import resolve_device
 from .console import DataProgress, console, progress_bar
 from .data import format_normalization, load_dataset, parse_normalization
@@ -64,14 +65,13 @@ def add_teachers_parser(subparsers) -> None:
 
 
 def _cache_option(p) -> None:
-    p.add_argument("--cache-dir", default=None,
-                   help="teacher zoo and data cache (default $DFKD_BENCH_CACHE or ~/.cache/dfkd-bench)")
+    p.add_argument("--cache-dir", default=None, help=options.CACHE_HELP)
 
 
 def _teacher_options(p) -> None:
     p.add_argument("--dataset", required=True, help="data set, e.g. cifar10, cifar100, imagefolder:PATH")
     p.add_argument("--arch", required=True, help="architecture, e.g. resnet34, wrn40_2, resnet20")
-    p.add_argument("--data-root", default=None, help="root folder of the data sets, or the data set's own folder")
+    p.add_argument("--data-root", default=None, help=options.DATA_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     _cache_option(p)

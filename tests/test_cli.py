@@ -203,6 +203,27 @@ def test_method_scoped_set_reaches_only_that_method():
     assert cmi.method_config.steps == 7 and fast.run.epochs == cmi.run.epochs == 30
 
 
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from dfkd_bench.cli import make_parser
+
+    def parsers(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    found = {(name, a.option_strings[0]): a.help for name, parser in parsers(make_parser(), "dfkd-bench")
+             for a in parser._actions if a.option_strings}
+    assert [key for key, text in found.items() if not text] == []
+    for command in ("dfkd-bench run", "dfkd-bench sweep", "dfkd-bench teachers train"):
+        assert "$DFKD_BENCH_CACHE" in found[(command, "--cache-dir")]
+        assert "the folder above it" in found[(command, "--data-root")]
+    assert "warm-up epochs included" in found[("dfkd-bench sweep", "--epochs")]
+
+
 def test_list_shows_methods_pairs_and_datasets(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
