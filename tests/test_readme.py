@@ -1,0 +1,40 @@
+"""README.md against the method registry: its method table has a row for every built-in
+method, and each row's presets are exactly the method's own (``dfkd_bench.catalog``)."""
+from __future__ import annotations
+
+from dfkd_bench import catalog
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+
+
+def test_readme_method_table_matches_the_registry():
+    assert catalog.mismatches(README.read_text()) == []
+
+
+def test_a_new_preset_a_new_method_or_a_stale_row_is_caught_and_the_presets_column_rewritten(tmp_path,
+                                                                                              monkeypatch):
+    methods = catalog.builtin_methods()
+    monkeypatch.setitem(methods["deepinv"].presets, "paper-4k", {})
+    monkeypatch.setitem(methods["fast"].presets, "fast20", {})
+    monkeypatch.setitem(methods["fast"].presets, "fast20-cpu", {})
+    readme = README.read_text().replace("| `noise` |", "| `noisy` |")
+    assert catalog.mismatches(readme) == [
+        "noise: registered but has no row in README's method table",
+        "noisy: a row in README's method table but not a registered method",
+        "deepinv: README's presets are `paper`, `paper-2k`, `cpu`, the registry's `paper`, `paper-2k`, `cpu`, "
+        "`paper-4k`",
+        "fast: README's presets are `fast2`/`fast2-cpu`, `fast5`/`fast5-cpu`, `fast10`/`fast10-cpu`, the registry's "
+        "`fast2`/`fast2-cpu`, `fast5`/`fast5-cpu`, `fast10`/`fast10-cpu`, `fast20`/`fast20-cpu`"]
+    path = tmp_path / "README.md"
+    path.write_text(readme)
+    assert catalog.main([str(path)]) == 1  # the presets it rewrites; a row's prose it cannot write
+    assert catalog.mismatches(path.read_text()) == catalog.mismatches(readme)[:2]
+    assert len(path.read_text().splitlines()) == len(readme.splitlines())
+
+
+def test_the_shared_smoke_preset_is_said_once_and_checked():
+    readme = README.read_text()
+    assert catalog.SHARED_NOTE in readme
+    assert catalog.mismatches(readme.replace(catalog.SHARED_NOTE, "Most methods have `smoke`")) == [
+        "README's ## Methods section does not say 'Every method also has `smoke`'"]
