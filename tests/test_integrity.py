@@ -314,7 +314,8 @@ def test_a_torch_write_failure_with_space_left_is_not_called_a_full_disk(tmp_pat
         raise RuntimeError(TORCH_FULL_DISK)
 
     monkeypatch.setattr(torch, "save", save)
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: collections.namedtuple("u", "total used free")(1, 1, 5 << 30))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage(10 << 30, 5 << 30, 5 << 30))
     with pytest.raises(RuntimeError, match="unexpected pos"):
         store.atomic_torch_save(tmp_path / "x.pt", {"a": 1})
     assert not list(tmp_path.iterdir())
