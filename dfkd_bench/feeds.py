@@ -278,7 +278,7 @@ class OnlineFeed(Feed):
             for _ in range(steps):
                 with env.autocast("synthesis"):
                     add_logs(sums, env.method.warmup_step(epoch), "synth_")
-        return {k: v / steps for k, v in sums.items()}
+        return {k: float(v) / steps for k, v in sums.items()}
 
     def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         return self.synthesize(epoch)
@@ -337,7 +337,9 @@ def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -
     return torch.cat(picks).sort().values
 
 
-def add_logs(sums: dict[str, float], logs: dict[str, float], prefix: str = "") -> None:
-    """Add one step's float logs into running per-epoch sums, keys prefixed."""
+def add_logs(sums: dict[str, Any], logs: dict[str, Any], prefix: str = "") -> None:
+    """Add one step's logs (floats, or scalar tensors summed where they are, so a step
+    never waits for the device) into running per-epoch sums, keys prefixed; the caller
+    reads the sums once an epoch."""
     for k, v in logs.items():
-        sums[prefix + k] = sums.get(prefix + k, 0.0) + float(v)
+        sums[prefix + k] = sums.get(prefix + k, 0.0) + (v.detach() if torch.is_tensor(v) else float(v))

@@ -303,7 +303,7 @@ class OnlineGenerator:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, betas=betas)
         self.every = every
         self.calls = 0
-        self.logs: dict[str, float] = {}
+        self.logs: dict[str, torch.Tensor] = {}
 
     def sample(self, n: int) -> torch.Tensor:
         """``n`` images in the models' normalised space, differentiable in the generator."""
@@ -321,7 +321,9 @@ class OnlineGenerator:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        self.logs = host_floats({"loss_g": loss, **terms})
+        # kept on the device: the feed sums them there and reads the sums once an epoch
+        # (issue 32: converting them here was a host sync every generator step)
+        self.logs = {k: v.detach().float() for k, v in {"loss_g": loss, **terms}.items()}
         return dict(self.logs)
 
     def next_batch(self, n: int, loss_fn) -> tuple[torch.Tensor, dict[str, float]]:

@@ -25,6 +25,7 @@ from .registry import METHODS
 POOL, ONLINE, REAL, AUGMENTED = "pool", "online", "real", "augmented"
 # The run budget of every method's ``smoke`` preset: the registry-driven tests run each
 # method end to end on it (a method adds its own tiny synthesis budget).
+Logs = dict[str, "float | torch.Tensor"]  # a step's logs: floats or scalar tensors (see synthesize)
 SMOKE_RUN = {"epochs": 2, "batch_size": 8, "kd_steps": 3}
 
 
@@ -113,10 +114,13 @@ class Method:
         """Planning-time checks beyond field types and bounds (default: none)."""
 
     # --- synthesis -----------------------------------------------------------------
-    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+    def synthesize(self, epoch: int) -> tuple[Batch, Logs]:
+        """A batch and its logs: floats, or scalar tensors left on the device (an online
+        method's, made every KD step: the feed sums them there and reads the sums once an
+        epoch, where a float would cost a host sync a step)."""
         raise NotImplementedError(f"{type(self).__name__} must implement synthesize()")
 
-    def warmup_step(self, epoch: int) -> dict[str, float]:
+    def warmup_step(self, epoch: int) -> Logs:
         """One synthesis-only step of an online method's warm-up epoch
         (``run.warmup_epochs``): the harness calls it ``steps_per_epoch`` times an epoch
         and trains no student. Returns logs. Default: nothing to warm up."""
@@ -201,11 +205,11 @@ class OnlineGeneratorMethod(Method):
             return ""
         return f"student T {self.ctx.run.T:g}"
 
-    def synthesize(self, epoch: int) -> tuple[Batch, dict[str, float]]:
+    def synthesize(self, epoch: int) -> tuple[Batch, Logs]:
         images, logs = self.gen.next_batch(self.ctx.run.batch_size, self.generator_loss)
         return Batch(images), logs
 
-    def warmup_step(self, epoch: int) -> dict[str, float]:
+    def warmup_step(self, epoch: int) -> Logs:
         """One generator step and no sample for the student: a warm-up epoch trains the
         generator ``steps_per_epoch`` times before any student step sees its samples."""
         return self.gen.step(self.ctx.run.batch_size, self.generator_loss)

@@ -108,7 +108,7 @@ def test_phases_nest_and_re_entering_the_running_phase_changes_nothing(monkeypat
             pass
     # t=3: distillation +1
     assert clock.seconds == {"synthesis": 1.0, "augmentation": 0.0, "distillation": 2.0, "evaluation": 0.0,
-                             "checkpoint": 0.0}
+                             "checkpoint": 0.0, "startup": 0.0}
     assert clock.train_seconds == 3.0 and clock.total_seconds == 3.0
 
 

@@ -41,6 +41,25 @@ def test_a_pool_feed_kd_step_reads_the_device_at_most_once(tiny_zoo, tmp_path, m
     assert per_kd_step(method, tmp_path) <= 1
 
 
+@pytest.mark.parametrize("method", ["dafl", "dfad", "zskt", "dfq"])
+def test_an_online_feed_kd_step_reads_the_device_at_most_once(tiny_zoo, tmp_path, method):
+    # a generator step every KD step: its loss terms stay on the device, summed there and read
+    # once an epoch (before: one read a generator step, converting them to floats)
+    assert per_kd_step(method, tmp_path) <= 1
+
+
+def test_the_counter_leaves_out_only_the_optimisers_host_step_counter():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w])
+    with syncs.counting() as count:
+        w.sum().backward()
+        opt.step()  # Adam reads state["step"], a CPU tensor on CUDA too (not capturable)
+    assert count.total == 0
+    with syncs.counting() as count:
+        opt.state[w]["step"].item()  # the same tensor read by anyone else counts
+    assert count.total == 1
+
+
 def test_the_counter_counts_reads_and_restores_the_tensor_methods():
     x = torch.ones(3)
     with syncs.counting() as count:
