@@ -129,15 +129,17 @@ def fit_line(xs, ys) -> Fit:
 
 
 def learning_curve(run_dir: Path) -> pd.DataFrame:
-    """A run's evaluated epochs from ``metrics.jsonl``: ``epoch``, ``seconds`` (wall clock
-    so far, every phase) and ``top1``. After a resume an epoch can be logged twice; the
-    last record is the one the run went on from. Unreadable lines are skipped."""
+    """A run's evaluated epochs from ``metrics.jsonl``: ``epoch``, ``seconds`` (train time
+    so far: synthesis + augmentation + distillation, what the tables' train time adds up,
+    so a curve ends where its run's row says) and ``top1``. After a resume an epoch can be
+    logged twice; the last record is the one the run went on from. Unreadable lines are
+    skipped."""
     path = Path(run_dir)
     last: dict[int, dict] = {}
     for record in store.RunDir(path.parent, path.name).read_metrics():
         if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
             last[record["epoch"]] = record
-    rows = [{"epoch": e, "seconds": sum(v for k, v in r.items() if k.startswith("seconds_")), "top1": r["top1"]}
+    rows = [{"epoch": e, "seconds": sum(r.get(f"seconds_{p}", 0.0) for p in TRAIN_PHASES), "top1": r["top1"]}
             for e, r in sorted(last.items()) if r.get("top1") is not None]
     return pd.DataFrame(rows, columns=["epoch", "seconds", "top1"])
 
@@ -357,27 +359,14 @@ def accuracy_vs_flops(df: pd.DataFrame, out_dir: Path, styles: dict[str, Style] 
 
 # --- learning curves -------------------------------------------------------------------------
 
-def _mean_curve(curves: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds' top-1 against seconds, brought onto one grid: each seed interpolated over
-    the span all seeds cover (log-spaced, as the axis is), then mean, min and max. Seeds
-    whose spans do not overlap are matched by epoch instead (mean seconds per epoch)."""
-    if len(curves) == 1:
-        c = curves[0]
-        return c["seconds"].to_numpy(), c["top1"].to_numpy(), c["top1"].to_numpy(), c["top1"].to_numpy()
-    lo = max(c["seconds"].iloc[0] for c in curves)
-    hi = min(c["seconds"].iloc[-1] for c in curves)
-    if 0 < lo < hi:
-        grid = np.geomspace(lo, hi, 64)
-        ys = np.stack([np.interp(grid, c["seconds"], c["top1"]) for c in curves])
-        return grid, ys.mean(0), ys.min(0), ys.max(0)
-    by_epoch = pd.concat(curves).groupby("epoch").agg(seconds=("seconds", "mean"), mean=("top1", "mean"),
-                                                       lo=("top1", "min"), hi=("top1", "max"))
-    return by_epoch["seconds"].to_numpy(), by_epoch["mean"].to_numpy(), by_epoch["lo"].to_numpy(), \
-        by_epoch["hi"].to_numpy()
-
-
-def _epoch_curve(curves: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(curves).groupby("epoch")["top1"].agg(["mean", "min", "max"]).reset_index()
+def epoch_points(curves: list[pd.DataFrame]) -> pd.DataFrame:
+    """Seeds' learning curves matched by evaluated epoch: ``epoch``, mean ``seconds`` and
+    top-1 ``mean``, ``min`` and ``max`` over the seeds that evaluated it. One point per
+    evaluated epoch, so the last point's seconds are the seeds' mean train time, as in the
+    tables (interpolating onto a shared time grid instead ended every curve at the fastest
+    seed's time and drew markers where no epoch was evaluated)."""
+    return pd.concat(curves).groupby("epoch").agg(seconds=("seconds", "mean"), mean=("top1", "mean"),
+                                                  min=("top1", "min"), max=("top1", "max")).reset_index()
 
 
 def _learning_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]) -> list[FigureInfo]:
@@ -396,21 +385,16 @@ def _learning_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]
         handles, names = [], []
         for label in labels:
             style, curves = styles[label], per_label[label]
-            x, mean, lo, hi = _mean_curve(curves)
-            (h,) = by_time.plot(x, mean, color=style.color, marker=style.marker, markevery=max(1, len(x) // 6),
-                                markersize=3.5)
+            points = epoch_points(curves)
+            for ax, x in ((by_time, points["seconds"]), (by_epoch, points["epoch"] + 1)):
+                (h,) = ax.plot(x, points["mean"], color=style.color, marker=style.marker, markersize=3.5)
+                if len(curves) > 1:
+                    ax.fill_between(x, points["min"], points["max"], color=style.color, alpha=0.2, linewidth=0)
             handles.append(h)
             names.append(_name(label))
-            ep = _epoch_curve(curves)
-            by_epoch.plot(ep["epoch"] + 1, ep["mean"], color=style.color, marker=style.marker,
-                          markevery=max(1, len(ep) // 6), markersize=3.5)
-            if len(curves) > 1:
-                by_time.fill_between(x, lo, hi, color=style.color, alpha=0.2, linewidth=0)
-                by_epoch.fill_between(ep["epoch"] + 1, ep["min"], ep["max"], color=style.color, alpha=0.2,
-                                      linewidth=0)
         _log_x(by_time)
         by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-        by_time.set_xlabel("wall-clock seconds (all phases)")
+        by_time.set_xlabel(f"train seconds ({TRAIN_TIME})")
         by_epoch.set_xlabel("epoch")
         for ax in (by_time, by_epoch):
             ax.set_ylabel("student test top-1 (%)")
@@ -422,9 +406,10 @@ def _learning_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]
         seeds = sorted({len(c) for c in per_label.values()})
         infos.append(FigureInfo(
             png, pdf, f"Learning curves, {dataset} {pair}{scale_text}",
-            "Student test top-1 at each evaluated epoch against cumulative wall-clock seconds (every phase, "
-            "evaluation included; log scale) and against epoch: mean over seeds "
-            f"({'/'.join(map(str, seeds))} per method), shaded from the worst to the best seed.",
+            f"Student test top-1 at each evaluated epoch (one marker each) against cumulative train time "
+            f"({TRAIN_TIME}, the tables' train time; log scale) and against epoch: mean over seeds "
+            f"({'/'.join(map(str, seeds))} per method), shaded from the worst to the best seed; a curve "
+            "ends at its method's mean train time.",
             dataset, pair, _size(fig)))
     return infos
 

@@ -224,9 +224,26 @@ def test_learning_curve_keeps_the_last_record_of_an_epoch_and_skips_corrupt_line
     text.insert(2, '{"event": "epoch", "epo\n')  # a torn line, as a crash mid-write leaves
     (run / "metrics.jsonl").write_text("".join(text))
     curve = figures.learning_curve(run)
+    # seconds are train time so far (synthesis + augmentation + distillation), evaluation left out
     assert curve.to_dict("records") == [{"epoch": 0, "seconds": 3.0, "top1": 10.0},
-                                        {"epoch": 1, "seconds": 8.0, "top1": 25.0}]
+                                        {"epoch": 1, "seconds": 7.5, "top1": 25.0}]
     assert figures.learning_curve(tmp_path / "missing").empty
+
+
+def test_a_learning_curve_has_a_point_per_evaluated_epoch_and_ends_at_the_tables_train_time(tmp_path):
+    """Issue 33, item 5: the seconds panel drew 7 markers for runs evaluated 3 times and
+    ended at the fastest seed's time (35 s where the table said 47 s)."""
+    root = tmp_path / "r"
+    make_run(root, "fast", 0, 50.0, 40.0, preset="fast2", epochs=3)
+    make_run(root, "fast", 1, 52.0, 54.0, preset="fast2", epochs=3)
+    frame, _ = load_summaries(root)
+    curves = [figures.learning_curve(Path(p)) for p in sorted(frame["path"])]
+    points = figures.epoch_points(curves)
+    assert list(points["epoch"]) == [0, 1, 2]  # one point per evaluated epoch
+    assert points["seconds"].iloc[-1] == pytest.approx(frame["train_seconds"].mean()) == 47.0
+    assert points["mean"].iloc[-1] == pytest.approx(51.0) and points["min"].iloc[-1] == 50.0
+    (info,) = figures.learning_curves(frame, tmp_path / "out")
+    assert "one marker each" in info.caption and "ends at its method's mean train time" in info.caption
 
 
 def test_diagnostics_figures_come_from_the_first_seed(written):
