@@ -1,6 +1,12 @@
-"""README.md against the method registry: its method table has a row for every built-in
-method, and each row's presets are exactly the method's own (``dfkd_bench.catalog``)."""
+"""README.md against what it describes: its method table has a row for every built-in
+method, and each row's presets are exactly the method's own (``dfkd_bench.catalog``); the
+Python it names is ``setup.cfg``'s ``python_requires``; CI (``.ci/run``) runs its set-up and
+test commands."""
 from __future__ import annotations
+
+import configparser
+import re
+import sys
 
 from dfkd_bench import catalog
 from tests.conftest import ROOT
@@ -38,3 +44,28 @@ def test_the_shared_smoke_preset_is_said_once_and_checked():
     assert catalog.SHARED_NOTE in readme
     assert catalog.mismatches(readme.replace(catalog.SHARED_NOTE, "Most methods have `smoke`")) == [
         "README's ## Methods section does not say 'Every method also has `smoke`'"]
+
+
+def first_bash_block(text: str, heading: str) -> list[str]:
+    """The command lines of the first ```bash block under ``heading``."""
+    section = text.split(f"\n{heading}", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_set_up_and_test_commands():
+    ci = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
+    readme = README.read_text()
+    commands = first_bash_block(readme, "## Set up") + first_bash_block(readme, "## Test")
+    assert commands == ['pip install -c constraints-cpu.txt -e ".[dev,slurm,dda]"', "pytest"]
+    assert [c for c in commands if c not in ci] == []
+
+
+def test_the_python_readme_names_is_setup_cfgs_python_requires():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", cfg["options"]["python_requires"].strip())
+    assert floor, cfg["options"]["python_requires"]
+    major, minor = map(int, floor.groups())
+    assert f"Python {major}.{minor} or later (`python_requires` in `setup.cfg`)" in README.read_text()
+    assert sys.version_info[:2] >= (major, minor)
