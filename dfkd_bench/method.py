@@ -14,13 +14,12 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from .config import RunConfig, check_namespace
-from .errors import UserError
+from .config import RunConfig
 from .data import Normalizer
 from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
 from .precision import FastPath
-from .registry import METHODS
+from .registry import register_method  # noqa: F401  (the contract's decorator; methods import it from here)
 
 POOL, ONLINE, REAL, AUGMENTED = "pool", "online", "real", "augmented"
 # The run budget of every method's ``smoke`` preset: the registry-driven tests run each
@@ -222,19 +221,3 @@ class OnlineGeneratorMethod(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.load_state_dict(state)
-
-
-def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator: register a method under its ``name``, after checking that its
-    config shares no field name with ``RunConfig``."""
-    if not getattr(cls, "name", ""):
-        raise UserError(f"method class {cls.__module__}.{cls.__name__} has no `name`; give it one, e.g. "
-                        f"name = \"{cls.__name__.lower()}\"")
-    if cls.name in METHODS and METHODS.get(cls.name) is not cls:
-        other = METHODS.get(cls.name)
-        raise UserError(f"method name {cls.name!r} of {cls.__module__}.{cls.__name__} is taken by "
-                        f"{other.__module__}.{other.__name__}; choose another name")
-    check_namespace(cls.config_cls, f"method {cls.name}")
-    METHODS.register(cls.name, cls)
-    return cls
-

@@ -13,6 +13,7 @@ import pkgutil
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .config import check_namespace
 from .errors import UserError
 
 T = TypeVar("T")
@@ -97,9 +98,24 @@ def discover_methods() -> None:
             continue
         name = getattr(obj, "name", None)
         if isinstance(obj, type) and name and name not in METHODS:
-            from .method import register_method
-
             register_method(obj)
+
+
+def register_method(cls: type) -> type:
+    """Class decorator: register a method under its ``name``, after checking that its
+    config shares no field name with ``RunConfig``. Method files import it from
+    ``dfkd_bench.method``, beside the contract; it is defined here so that discovery,
+    which registers outside plugins' classes, imports nothing above the registries."""
+    if not getattr(cls, "name", ""):
+        raise UserError(f"method class {cls.__module__}.{cls.__name__} has no `name`; give it one, e.g. "
+                        f"name = \"{cls.__name__.lower()}\"")
+    if cls.name in METHODS and METHODS.get(cls.name) is not cls:
+        other = METHODS.get(cls.name)
+        raise UserError(f"method name {cls.name!r} of {cls.__module__}.{cls.__name__} is taken by "
+                        f"{other.__module__}.{other.__name__}; choose another name")
+    check_namespace(cls.config_cls, f"method {cls.name}")
+    METHODS.register(cls.name, cls)
+    return cls
 
 
 def load_plugin(module: str) -> None:

@@ -161,6 +161,42 @@ def test_a_broken_outside_plugin_is_reported_in_one_line_and_the_rest_works(monk
     assert "plugin 'broken' (broken_pkg.method:Broken" in line and "missing_dependency" in line
 
 
+@dataclass
+class ShadowingConfig:
+    epochs: int = 3  # a RunConfig field: registration refuses it
+
+
+@pytest.mark.parametrize("config_cls, error", [(None, None), (ShadowingConfig, "epochs")])
+def test_an_outside_plugins_class_is_registered_by_discovery_with_the_decorators_checks(monkeypatch, config_cls,
+                                                                                        error):
+    """An entry point may name a class its module did not decorate: discovery registers it
+    through the same ``register_method`` (now in ``registry``, which imports no method)."""
+    from importlib import metadata
+
+    plugin = type("Undecorated", (Method,), {"name": "undecorated_xyz", **({"config_cls": config_cls}
+                                                                            if config_cls else {})})
+
+    class EntryPoint:
+        name, value, dist = "undecorated_xyz", "outside_pkg.method:Undecorated", None
+
+        def load(self):
+            return plugin
+
+    assert register_method is registry.register_method  # the contract's decorator is the registry's
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [EntryPoint()])
+    monkeypatch.setattr(registry, "_discovered", False)
+    try:
+        if error:
+            with pytest.raises(TypeError, match=error):
+                registry.discover_methods()
+            assert "undecorated_xyz" not in METHODS
+        else:
+            registry.discover_methods()
+            assert METHODS.get("undecorated_xyz") is plugin
+    finally:
+        METHODS._items.pop("undecorated_xyz", None)
+
+
 def _samples_per_epoch(run) -> int:
     return run.steps_per_epoch() * run.batch_size
 
