@@ -25,6 +25,7 @@ import pandas as pd
 
 from dfkd_bench import published, report, stats, tables
 from dfkd_bench.figures import fit_line
+from dfkd_bench.runs import completed_runs, experiments, preset_samples_per_epoch
 
 # Table 4 (CIFAR-10, resnet34 -> resnet18 and wrn40_2 -> wrn16_1): preset -> published top-1
 TABLE4 = {"none-cpu": ("baseline", 87.35, 80.47), "no-balance-cpu": ("+PS", 90.28, 87.19),
@@ -50,7 +51,7 @@ def find(exp: pd.DataFrame, method: str, preset: str, scale: int | None = None):
 
 
 def ssdkd_vs_fast(exp: pd.DataFrame) -> list[str]:
-    rows = tables.stand_ins(exp, report.preset_samples_per_epoch)
+    rows = tables.stand_ins(exp, preset_samples_per_epoch)
     ssd = rows.get("ssdkd")
     lines = ["## SSD-KD against Fast2 and Fast10", ""]
     if ssd is None:
@@ -260,11 +261,11 @@ def main(argv=None) -> int:
     df, problems = report.load_summaries(Path(args.results))
     for where, why in problems:
         print(f"warning: skipped {where}: {why}", file=sys.stderr)
-    done = report.completed_runs(df) if not df.empty else df
+    done = completed_runs(df) if not df.empty else df
     if done.empty:
         print(f"no completed runs under {args.results}", file=sys.stderr)
         return 1
-    exp = report.experiments(done)
+    exp = experiments(done)
     text = "\n".join(["# The CPU study's numbers", "",
                       f"Computed by `python benchmarks/study_numbers.py {args.results}` from the run records alone "
                       f"({len(done)} completed runs, {len(exp)} experiments).", "",

@@ -33,7 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from . import diagnostics, store
-from .report import GROUP, completed_runs, experiments, preset_samples_per_epoch, safe
+from .runs import GROUP, completed_runs, experiments, preset_samples_per_epoch, safe
 from .tables import stand_ins
 from .timing import TRAIN_PHASES
 

@@ -3,35 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from . import store, tables
-from .config import NEUTRAL_RUN_FIELDS
 from .errors import UserError
-from .summary import COST_SUFFIXES, RunSummary
-
-GROUP = ["dataset", "pair", "label", "data_scale", "config_id"]
-# Settings that do not change what a run measures: where it ran is recorded (device,
-# environment.json), but "auto" that chose the CPU and "cpu" are one experiment.
-NOT_IDENTITY = {"run.device"}
-
-
-def run_settings(resolved: dict) -> dict[str, object]:
-    """A resolved config as flat settings (``epochs``, ``steps``, ``preset`` ...), without
-    the seed: what makes two runs the same experiment."""
-    flat = {k: v for k, v in resolved.items() if k not in ("seed", "run", "method_config")}
-    # a run field at its neutral value is left out of a config (and of the run's name): read back as it
-    run = {**NEUTRAL_RUN_FIELDS, **resolved.get("run", {})}
-    for scope, values in (("run", run), ("method_config", resolved.get("method_config", {}))):
-        for k, v in values.items():
-            key = f"run.{k}" if scope == "run" else k
-            if key not in NOT_IDENTITY:
-                flat[key] = tuple(v) if isinstance(v, list) else v
-    return flat
+from .runs import completed_runs, experiments, preset_samples_per_epoch, run_settings, safe, teachers_of
+from .summary import RunSummary
 
 
 def load_summaries(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -82,69 +62,6 @@ def folders_without_summary(root: Path) -> list[tuple[str, str]]:
             why = f"no {store.SUMMARY} (it holds {', '.join(sorted(names))})"
         found.append((folder, why))
     return found
-
-
-def distinguishing_labels(done: pd.DataFrame) -> pd.Series:
-    """The method label, plus the fewest settings that tell apart the runs of the same
-    method and data scale that are not the same experiment (``kd (epochs=2)``). Settings
-    every config has come first; one that older configs lack (a field added since) is
-    shown only where nothing else separates them. Long values are cut to 10 characters."""
-    labels = done["label"].copy()
-    for _, group in done.groupby(["dataset", "pair", "label", "data_scale"], dropna=False):
-        if group["config_id"].nunique() < 2:
-            continue
-        configs = dict(zip(group["config_id"], group["settings"]))
-        differing = [k for k in set().union(*configs.values())
-                     if len({repr(c.get(k)) for c in configs.values()}) > 1]
-        differing.sort(key=lambda k: (not all(k in c for c in configs.values()), k))
-        keys: list[str] = []
-        for key in differing:
-            keys.append(key)
-            if len({tuple(repr(c.get(k)) for k in keys) for c in configs.values()}) == len(configs):
-                break
-        keys.sort()
-        for i, row in group.iterrows():
-            shown = ", ".join(f"{k.removeprefix('run.')}={_short(row['settings'].get(k))}" for k in keys)
-            labels[i] = f"{row['label']} ({shown})"
-    return labels
-
-
-def _short(value) -> str:
-    text = str(value)
-    return text if len(text) <= 12 else text[:10] + "…"
-
-
-def completed_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The completed runs with their distinguishing labels; running, failed and
-    interrupted runs are never averaged in (the report lists them apart)."""
-    done = df[df["status"] == "completed"].copy() if "status" in df else df.copy()
-    if not done.empty:
-        done["label"] = distinguishing_labels(done)
-    return done
-
-
-def experiments(done: pd.DataFrame) -> pd.DataFrame:
-    """One row per experiment (data set, pair, method, data scale and every other setting
-    but the seed) over its completed seeds: mean and std of final top-1 and train
-    seconds, means of every phase's seconds and cost counter."""
-    if done.empty:
-        return pd.DataFrame()
-    numeric = [c for c in done.columns if c.startswith("seconds_") or c.endswith(COST_SUFFIXES)]
-    agg = done.groupby(GROUP, dropna=False).agg(
-        method=("method", "first"), preset=("preset", "first"), teacher=("teacher", "first"),
-        teacher_top1=("teacher_top1", "first"),
-        seeds=("seed", "size"), top1_mean=("final_top1", "mean"), top1_std=("final_top1", "std"),
-        best_top1_mean=("best_top1", "mean"), train_seconds=("train_seconds", "mean"),
-        train_seconds_std=("train_seconds", "std"), total_seconds=("total_seconds", "mean"),
-        training_flops=("training_flops", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
-        **{c: (c, "mean") for c in numeric})
-    return agg.reset_index()
-
-
-def teachers_of(done: pd.DataFrame) -> pd.DataFrame:
-    """Per (data set, pair): the teacher architecture and its zoo-measured top-1."""
-    return done.groupby(["dataset", "pair"], dropna=False).agg(
-        teacher=("teacher", "first"), top1=("teacher_top1", "first")).reset_index()
 
 
 def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -299,40 +216,62 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
     table = comparison_table(df) if not df.empty else pd.DataFrame()
     if table.empty:
         return Report(table, [], problems, unfinished_runs(df), [])
-    check_baseline(completed_runs(df), baseline, results)
-    rows = format_rows(table)
+    done, unfinished = completed_runs(df), unfinished_runs(df)
+    check_baseline(done, baseline, results)
     out.mkdir(parents=True, exist_ok=True)
     sec = Sections(out)
-    unreadable = ("\n## Run directories that could not be read\n\n" + "".join(
-        f"- `{where}`: {why}\n" for where, why in problems)) if problems else ""
-    sec.write("comparison.md", "# Comparison\n\nGenerated by `dfkd-bench report` from "
-              f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
-              "rows differ in every setting but the seed).\n\n" + to_markdown(rows) + unreadable)
-    sec.write("comparison.csv", table.to_csv(index=False))
-    done = completed_runs(df)
-    unfinished = unfinished_runs(df)
-    heading = "# DFKD report" if preamble is None else preamble.rstrip() + "\n\n# The generated report"
-    sec.index.append(f"{heading}\n\nGenerated by `dfkd-bench report` from `{results}` "
-                     f"({len(df)} runs read, {len(done)} completed and averaged; running, failed and interrupted "
-                     "runs are listed at the end, never averaged in" +
-                     (f"; {len(problems)} run folders skipped, listed at the end with why" if problems else "") +
-                     "). Top-1 is the final test accuracy of each run; "
-                     "the best epoch's accuracy is kept in `comparison.csv` as `best_top1_mean`.\n")
-    figure_infos = []
-    if figures:
-        from . import figures as figs
-
-        figure_infos = figs.write_figures(done, out / "figures", leave_out)
-        sec.files += [p for info in figure_infos for p in (info.path_png, info.path_pdf)]
-    exp_all = experiments(done)
-    for dataset, exp in exp_all.groupby("dataset"):
+    rows = comparison_files(sec, results, table, problems)
+    sec.index.append(index_heading(results, preamble, len(df), len(done), len(problems)))
+    figure_infos = overview_figures(sec, done, leave_out) if figures else []
+    for dataset, exp in experiments(done).groupby("dataset"):
         dataset_section(sec, done[done["dataset"] == dataset], exp, dataset, baseline, compare, margin)
         figures_section(sec, [f for f in figure_infos if f.dataset == dataset])
     unfinished_section(sec, unfinished)
     if problems:
-        sec.index.append(unreadable)
+        sec.index.append(unreadable_section(problems))
     sec.write("index.md", "\n".join(sec.index))
     return Report(table, rows, problems, unfinished, sec.files, sec.notes)
+
+
+def comparison_files(sec: Sections, results: Path, table: pd.DataFrame, problems) -> list[dict[str, str]]:
+    """``comparison.md`` and ``comparison.csv``, the flat table of every experiment;
+    returns its formatted rows."""
+    rows = format_rows(table)
+    sec.write("comparison.md", "# Comparison\n\nGenerated by `dfkd-bench report` from "
+              f"`{results}`; top-1 is the final test accuracy, mean ± std over seeds (seeds: the runs averaged; "
+              "rows differ in every setting but the seed).\n\n" + to_markdown(rows) + unreadable_section(problems))
+    sec.write("comparison.csv", table.to_csv(index=False))
+    return rows
+
+
+def index_heading(results: Path, preamble: str | None, read: int, completed: int, skipped: int) -> str:
+    """``index.md``'s opening (after ``preamble``): where the runs came from and how many
+    were read, averaged and skipped."""
+    heading = "# DFKD report" if preamble is None else preamble.rstrip() + "\n\n# The generated report"
+    return (f"{heading}\n\nGenerated by `dfkd-bench report` from `{results}` "
+            f"({read} runs read, {completed} completed and averaged; running, failed and interrupted "
+            "runs are listed at the end, never averaged in" +
+            (f"; {skipped} run folders skipped, listed at the end with why" if skipped else "") +
+            "). Top-1 is the final test accuracy of each run; "
+            "the best epoch's accuracy is kept in `comparison.csv` as `best_top1_mean`.\n")
+
+
+def unreadable_section(problems: list[tuple[str, str]]) -> str:
+    """The run folders that could not be read, each with why; empty when there are none."""
+    if not problems:
+        return ""
+    return "\n## Run directories that could not be read\n\n" + "".join(
+        f"- `{where}`: {why}\n" for where, why in problems)
+
+
+def overview_figures(sec: Sections, done: pd.DataFrame, leave_out: set[str]) -> list:
+    """Every figure of the completed runs under ``figures/`` (``leave_out``: labels kept out
+    of the overview figures); returns their descriptions for the index."""
+    from . import figures as figs  # matplotlib is imported only when figures are made
+
+    infos = figs.write_figures(done, sec.out / "figures", leave_out)
+    sec.files += [p for info in infos for p in (info.path_png, info.path_pdf)]
+    return infos
 
 
 def unfinished_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -415,20 +354,3 @@ def figures_section(sec: Sections, shown: list) -> None:
         sec.notes += info.notes
 
 
-def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
-    """The samples a method's student sees an epoch at its preset with nothing changed
-    (the data scale where the preset sets one, else KD steps x batch), or None for a
-    method or preset this installation does not know."""
-    from .plan import configure
-    from .registry import METHODS, discover_methods
-
-    discover_methods()
-    try:
-        run_cfg, _ = configure(METHODS.get(method), preset)
-    except UserError:
-        return None
-    return run_cfg.data_scale or run_cfg.steps_per_epoch() * run_cfg.batch_size
-
-
-def safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+=-]", "_", name)

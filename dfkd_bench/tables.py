@@ -1,4 +1,4 @@
-"""The report's tables, from the experiments of a results tree (``report.experiments``):
+"""The report's tables, from the experiments of a results tree (``runs.experiments``):
 the SSD-KD paper's layout (methods x pairs, ``mean ± std (time)``), a cost table and a
 speed-up table against a baseline method, each rendered as markdown, CSV and LaTeX
 (booktabs). A ``Table`` holds display cells plus the raw numbers behind them, so the

@@ -162,7 +162,7 @@ def test_speedup_and_cost_tables(tree, tmp_path):
 
 
 def test_ranking_against_the_published_columns_with_kendall_tau(tmp_path):
-    from dfkd_bench import report
+    from dfkd_bench import report, runs
 
     root, pair = tmp_path / "results", "resnet32-resnet8"
     for method, preset, scale, top1 in [("fast", "fast2-cpu", 500, 20.0), ("fast", "fast2-cpu", 5000, 30.0),
@@ -189,9 +189,9 @@ def test_ranking_against_the_published_columns_with_kendall_tau(tmp_path):
     assert lines[1].endswith("| 94.84 (1) | 91.13 (1) | 90.01 (1) | 92.78 (1) | 92.52 (1) |")
     # resnet34-resnet18: cmi 94.84 > deepinv 93.26 > ssdkd 92.92 > fast2 92.62; 4 of 6 pairs agree: (4 - 2) / 6
     assert lines[5].startswith("| Kendall tau |  |  | 0.33 (n=4) |")
-    assert report.preset_samples_per_epoch("fast", "fast2-cpu") == 5120
-    assert report.preset_samples_per_epoch("ssdkd", "cpu") == 256
-    assert report.preset_samples_per_epoch("nosuch", None) is None
+    assert runs.preset_samples_per_epoch("fast", "fast2-cpu") == 5120
+    assert runs.preset_samples_per_epoch("ssdkd", "cpu") == 256
+    assert runs.preset_samples_per_epoch("nosuch", None) is None
 
 
 def test_filters_and_a_baseline_missing_on_one_data_set(tree, tmp_path):
@@ -264,7 +264,7 @@ def test_time_is_given_in_the_unit_that_reads_best(seconds, text):
 def test_labels_name_the_fewest_settings_and_prefer_ones_every_config_has():
     import pandas as pd
 
-    from dfkd_bench.report import distinguishing_labels
+    from dfkd_bench.runs import distinguishing_labels
 
     settings = [{"task_target": "teacher", "epochs": 30}, {"task_target": "random", "epochs": 30},
                 {"task_target": "teacher", "epochs": 30, "teacher_sha256": "e908ee14f0297c276ecd46bb"}]

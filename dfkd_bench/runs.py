@@ -1,0 +1,114 @@
+"""The runs of a results tree as rows, and the experiments they make: runs of one data set,
+pair, method label, data scale and every other setting but the seed (``GROUP``), averaged
+over their completed seeds. The report's tables and its figures both read them from here.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from .config import NEUTRAL_RUN_FIELDS
+from .errors import UserError
+from .summary import COST_SUFFIXES
+
+GROUP = ["dataset", "pair", "label", "data_scale", "config_id"]
+# Settings that do not change what a run measures: where it ran is recorded (device,
+# environment.json), but "auto" that chose the CPU and "cpu" are one experiment.
+NOT_IDENTITY = {"run.device"}
+
+
+def run_settings(resolved: dict) -> dict[str, object]:
+    """A resolved config as flat settings (``epochs``, ``steps``, ``preset`` ...), without
+    the seed: what makes two runs the same experiment."""
+    flat = {k: v for k, v in resolved.items() if k not in ("seed", "run", "method_config")}
+    # a run field at its neutral value is left out of a config (and of the run's name): read back as it
+    run = {**NEUTRAL_RUN_FIELDS, **resolved.get("run", {})}
+    for scope, values in (("run", run), ("method_config", resolved.get("method_config", {}))):
+        for k, v in values.items():
+            key = f"run.{k}" if scope == "run" else k
+            if key not in NOT_IDENTITY:
+                flat[key] = tuple(v) if isinstance(v, list) else v
+    return flat
+
+
+def distinguishing_labels(done: pd.DataFrame) -> pd.Series:
+    """The method label, plus the fewest settings that tell apart the runs of the same
+    method and data scale that are not the same experiment (``kd (epochs=2)``). Settings
+    every config has come first; one that older configs lack (a field added since) is
+    shown only where nothing else separates them. Long values are cut to 10 characters."""
+    labels = done["label"].copy()
+    for _, group in done.groupby(["dataset", "pair", "label", "data_scale"], dropna=False):
+        if group["config_id"].nunique() < 2:
+            continue
+        configs = dict(zip(group["config_id"], group["settings"]))
+        differing = [k for k in set().union(*configs.values())
+                     if len({repr(c.get(k)) for c in configs.values()}) > 1]
+        differing.sort(key=lambda k: (not all(k in c for c in configs.values()), k))
+        keys: list[str] = []
+        for key in differing:
+            keys.append(key)
+            if len({tuple(repr(c.get(k)) for k in keys) for c in configs.values()}) == len(configs):
+                break
+        keys.sort()
+        for i, row in group.iterrows():
+            shown = ", ".join(f"{k.removeprefix('run.')}={_short(row['settings'].get(k))}" for k in keys)
+            labels[i] = f"{row['label']} ({shown})"
+    return labels
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 12 else text[:10] + "…"
+
+
+def completed_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs with their distinguishing labels; running, failed and
+    interrupted runs are never averaged in (the report lists them apart)."""
+    done = df[df["status"] == "completed"].copy() if "status" in df else df.copy()
+    if not done.empty:
+        done["label"] = distinguishing_labels(done)
+    return done
+
+
+def experiments(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment (data set, pair, method, data scale and every other setting
+    but the seed) over its completed seeds: mean and std of final top-1 and train
+    seconds, means of every phase's seconds and cost counter."""
+    if done.empty:
+        return pd.DataFrame()
+    numeric = [c for c in done.columns if c.startswith("seconds_") or c.endswith(COST_SUFFIXES)]
+    agg = done.groupby(GROUP, dropna=False).agg(
+        method=("method", "first"), preset=("preset", "first"), teacher=("teacher", "first"),
+        teacher_top1=("teacher_top1", "first"),
+        seeds=("seed", "size"), top1_mean=("final_top1", "mean"), top1_std=("final_top1", "std"),
+        best_top1_mean=("best_top1", "mean"), train_seconds=("train_seconds", "mean"),
+        train_seconds_std=("train_seconds", "std"), total_seconds=("total_seconds", "mean"),
+        training_flops=("training_flops", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
+        **{c: (c, "mean") for c in numeric})
+    return agg.reset_index()
+
+
+def teachers_of(done: pd.DataFrame) -> pd.DataFrame:
+    """Per (data set, pair): the teacher architecture and its zoo-measured top-1."""
+    return done.groupby(["dataset", "pair"], dropna=False).agg(
+        teacher=("teacher", "first"), top1=("teacher_top1", "first")).reset_index()
+
+
+def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
+    """The samples a method's student sees an epoch at its preset with nothing changed
+    (the data scale where the preset sets one, else KD steps x batch), or None for a
+    method or preset this installation does not know."""
+    from .plan import configure
+    from .registry import METHODS, discover_methods
+
+    discover_methods()
+    try:
+        run_cfg, _ = configure(METHODS.get(method), preset)
+    except UserError:
+        return None
+    return run_cfg.data_scale or run_cfg.steps_per_epoch() * run_cfg.batch_size
+
+
+def safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=-]", "_", name)
