@@ -18,12 +18,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from dfkd_bench import harness, published, stats, store
+import pandas as pd
+
+from dfkd_bench import harness, published, store, tables
 from dfkd_bench.signals import sigterm_as_interrupt
 from dfkd_bench.errors import UserError
 from dfkd_bench.events import RunObserver
 from dfkd_bench.plan import plan_runs
 from dfkd_bench.registry import METHODS, discover_methods
+from dfkd_bench.runs import preset_samples_per_epoch
 from dfkd_bench.summary import RunSummary
 
 
@@ -69,26 +72,21 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def ranking(rows: list[dict], pair: str) -> list[str]:
-    """This table's order of the methods the literature lists, beside the published
-    CIFAR-10 column for ``pair``; mean top-1 over seeds where several ran."""
-    ours: dict[str, list[float]] = {}
-    for r in rows:
-        key = published.published_key(r["method"], r["preset"], overridden=bool(r["sets"]))
-        if key and r["final_top1"] is not None:
-            ours.setdefault(key, []).append(r["final_top1"])
-    mean = {k: sum(v) / len(v) for k, v in ours.items()}
-    pub = published.cifar10(pair)
-    tau, n = stats.kendall_tau(mean, pub)
-    order = sorted(mean, key=lambda k: -mean[k])
-    ours, pub_rank = stats.ranks(mean), stats.ranks({k: v for k, v in pub.items() if k in mean})
-    lines = [f"## Ranking against the published CIFAR-10 table ({pair})", "",
-             "| method | here top-1 % | rank here | published top-1 % | published rank |", "|---|---|---|---|---|"]
-    for k in order:
-        lines.append(f"| {k} | {mean[k]:.2f} | {ours[k]} | {pub.get(k, '-')} | {pub_rank.get(k, '-')} |")
-    lines += ["", f"Kendall tau over the {n} methods in both: {tau:.2f}" if n >= 2 else
-              "Fewer than two methods in both tables: no rank correlation."]
-    return lines
+def ranking(rows: list[dict], dataset: str, pair: str) -> list[str]:
+    """The package's ranking (``tables.ranking_table``, as ``dfkd-bench report`` writes it)
+    of this table's completed runs beside the published CIFAR-10 column for ``pair``; an
+    entry with settings of its own (``+key=value``) stands for no published row."""
+    plain = [{**r, "label": r["row"]} for r in rows if not r["sets"] and r["status"] == "completed"]
+    made = None
+    if plain:
+        exp = pd.DataFrame(plain).groupby(["pair", "label", "method", "preset", "data_scale"], dropna=False).agg(
+            seeds=("seed", "size"), top1_mean=("final_top1", "mean")).reset_index()
+        made = tables.ranking_table(exp, dataset, preset_samples_per_epoch, pairs=(pair,))
+    if made is None:
+        why = (f"the published columns are CIFAR-10's, these runs {dataset}'s" if dataset != "cifar10" else
+               "fewer than two completed runs without settings of their own stand for a published row")
+        return [f"## Ranking against the published CIFAR-10 table ({pair})", "", f"No ranking: {why}."]
+    return [made.markdown().rstrip()]
 
 
 def main(argv=None) -> int:
@@ -138,7 +136,7 @@ def main(argv=None) -> int:
               "python benchmarks/method_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])), "```", ""]
     lines = header + table(rows)
     if args.published:
-        lines += [""] + ranking(rows, args.published)
+        lines += [""] + ranking(rows, args.dataset, args.published)
     if notes:
         lines += ["", notes.rstrip()]
     text = "\n".join(lines) + "\n"

@@ -241,13 +241,12 @@ def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str,
     return Table(f"Speed-up against {baseline}, {dataset}", columns, rows, bold, notes, pd.DataFrame(raw))
 
 
-def ranking_table(exp: pd.DataFrame, dataset: str,
-                  own_samples: Callable[[str, str | None], int | None]) -> Table | None:
+def ranking_table(exp: pd.DataFrame, dataset: str, own_samples: Callable[[str, str | None], int | None],
+                  pairs: tuple[str, ...] = published.PAIRS) -> Table | None:
     """This study's order of the methods the published CIFAR-10 tables list (REFERENCE.md)
-    beside each published column, with Kendall's tau per column, for the experiments of
-    one pair (``exp``); None off CIFAR-10 or
-    with fewer than two such methods. Which experiment stands in for a published row:
-    ``stand_ins``."""
+    beside each published column of ``pairs`` (default: all), with Kendall's tau per
+    column, for the experiments of one pair (``exp``); None off CIFAR-10 or with fewer
+    than two such methods. Which experiment stands in for a published row: ``stand_ins``."""
     if dataset != "cifar10" or exp.empty:
         return None
     chosen = stand_ins(exp, own_samples)
@@ -255,20 +254,20 @@ def ranking_table(exp: pd.DataFrame, dataset: str,
         return None
     here = {k: float(r.top1_mean) for k, r in chosen.items()}
     order = sorted(here, key=lambda k: -here[k])
-    columns = ["method", "stands in", "here top-1 % (rank)", *published.PAIRS]
-    cols = {pair: published.cifar10(pair) for pair in published.PAIRS}
+    columns = ["method", "stands in", "here top-1 % (rank)", *pairs]
+    cols = {pair: published.cifar10(pair) for pair in pairs}
     ranks = {pair: stats.ranks({k: v for k, v in col.items() if k in here}) for pair, col in cols.items()}
     mine = stats.ranks(here)
     rows, raw = [], []
     for k in order:
         r = chosen[k]
         rows.append([k, f"{r.label}{scale_suffix(r.data_scale)} [{int(r.seeds)}]", f"{here[k]:.2f} ({mine[k]})",
-                     *[f"{cols[p][k]:.2f} ({ranks[p][k]})" if k in cols[p] else MISSING for p in published.PAIRS]])
+                     *[f"{cols[p][k]:.2f} ({ranks[p][k]})" if k in cols[p] else MISSING for p in pairs]])
         raw.append({"method": k, "run": r.label, "data_scale": r.data_scale, "seeds": r.seeds, "top1_mean": here[k],
-                    **{f"published_{p}": cols[p].get(k) for p in published.PAIRS}})
-    taus = {p: stats.kendall_tau(here, cols[p]) for p in published.PAIRS}
+                    **{f"published_{p}": cols[p].get(k) for p in pairs}})
+    taus = {p: stats.kendall_tau(here, cols[p]) for p in pairs}
     rows.append(["Kendall tau", "", "", *[f"{t:.2f} (n={n})" if n >= 2 else MISSING for t, n in taus.values()]])
-    raw.append({"method": "kendall_tau", **{f"published_{p}": taus[p][0] for p in published.PAIRS}})
+    raw.append({"method": "kendall_tau", **{f"published_{p}": taus[p][0] for p in pairs}})
     notes = [f"{dataset}: each method's mean final top-1 here, its rank among the methods listed, and the published "
              "CIFAR-10 top-1 of each paper pair with its rank among the same methods (published: ssdkd at data scale "
              "5,000, Fast-N at 400 KD steps of 256 an epoch). Kendall tau (tau-a, ties neither concordant nor "

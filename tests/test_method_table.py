@@ -55,14 +55,41 @@ def test_table_with_entry_settings_json_and_ranking(tmp_path, tiny_zoo, capsys):
     assert [(r["row"], r["seed"]) for r in rows] == [("deepinv (steps=2, synth_batch=8)", 0), ("dafl", 0), ("dafl", 1),
                                                      ("deepinv (steps=3, synth_batch=8)", 0)]
     assert len({r["name"] for r in rows}) == 4  # the settings give each entry its own run directory
-    # overridden entries stand for no published row, so only dafl is ranked
-    assert "| dafl |" in md.split("## Ranking")[1]
-    assert "Fewer than two methods in both tables" in md
+    # the published columns are CIFAR-10's: no ranking of digits-like runs (the ranking itself: below)
+    assert "No ranking: the published columns are CIFAR-10's, these runs tiny's." in md.split("## Ranking")[1]
     assert md.endswith("## Findings\n\nHand-written.\n")
     # a second call reads the completed runs back instead of training again
     assert not any(r.get("skipped") for r in rows)
     assert method_table.main(argv) == 0
     assert all(r["skipped"] for r in json.loads(out.with_suffix(".json").read_text()))
+
+
+def ranked_row(method: str, preset: str, seed: int, top1: float, sets=(), status="completed") -> dict:
+    """A row as ``main`` makes it, with the fields the ranking reads."""
+    label = f"{method}-{preset}"
+    return {"row": label + (f" ({', '.join(sets)})" if sets else ""), "sets": list(sets), "status": status,
+            "pair": "resnet20-resnet8", "method": method, "preset": preset, "data_scale": 0, "seed": seed,
+            "final_top1": top1}
+
+
+def test_the_ranking_is_the_packages_table_in_the_chosen_column():
+    rows = [ranked_row("fast", "fast2-cpu", 0, 30.0), ranked_row("fast", "fast2-cpu", 1, 34.0),
+            ranked_row("cmi", "cpu", 0, 40.0), ranked_row("deepinv", "cpu", 0, 25.0),
+            ranked_row("dafl", "cpu", 0, 90.0, sets=["lr_g=0"]),  # its own settings: no published row
+            ranked_row("dfq", "cpu", 0, 95.0, status="failed"), ranked_row("noise", "cpu", 0, 10.0)]
+    md = "\n".join(method_table.ranking(rows, "cifar10", "resnet34-resnet18"))
+    assert md.startswith("### Ranking against the published CIFAR-10 tables, cifar10, resnet20-resnet8\n")
+    body = [line for line in md.splitlines() if line.startswith("| ")]
+    # resnet34-resnet18: cmi 94.84 > deepinv 93.26 > fast2 92.62; 2 of 3 pairs agree: (2 - 1) / 3
+    assert body == ["| method | stands in | here top-1 % (rank) | resnet34-resnet18 |",
+                    "| cmi | cmi-cpu [1] | 40.00 (1) | 94.84 (1) |",
+                    "| fast2 | fast-fast2-cpu [2] | 32.00 (2) | 92.62 (3) |",
+                    "| deepinv | deepinv-cpu [1] | 25.00 (3) | 93.26 (2) |",
+                    "| Kendall tau |  |  | 0.33 (n=3) |"]
+    one = method_table.ranking(rows[3:], "cifar10", "resnet34-resnet18")
+    assert one[-1] == ("No ranking: fewer than two completed runs without settings of their own stand for a "
+                       "published row.")
+    assert method_table.ranking([], "cifar10", "resnet34-resnet18")[-1] == one[-1]
 
 
 @pytest.mark.parametrize("extra, message", [
