@@ -11,7 +11,7 @@ from rich.table import Table
 
 from . import harness, options, plan, report, store, sweep
 from .config import parse_set_options
-from .console import RunDisplay, console, err_console, progress_bar
+from .console import DataProgress, RunDisplay, console, err_console, progress_bar
 from .errors import RunLocked, Terminated, UserError
 from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
@@ -246,7 +246,10 @@ def cmd_sweep(args) -> int:
         print_sweep_status(statuses)
         return _sweep_exit(statuses, {})
     store.check_locks(Path(grid.out))
-    sweep.prepare_teachers(todo, train_missing=args.executor != "slurm", announce=console.print)
+    with progress_bar() as bar:  # a missing teacher trains here first, its epochs shown
+        shown = DataProgress(bar)
+        sweep.prepare_teachers(todo, train_missing=args.executor != "slurm", announce=shown.message,
+                               progress_for=shown.teacher_progress)
     if args.executor in ("slurm", "submitit-local"):
         folder = Path(grid.out) / "sweep-logs"
         jobs = sweep.submit(todo, grid, folder, cluster="local" if args.executor == "submitit-local" else "slurm",

@@ -2,6 +2,7 @@
 line, and the observer that draws a run's progress on that bar."""
 from __future__ import annotations
 
+import statistics
 import sys
 
 from rich.console import Console
@@ -9,6 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import UserError
+from .estimate import human
 from .events import RunObserver
 from .summary import RunSummary
 
@@ -42,6 +44,39 @@ def progress_bar(on: Console = console) -> Progress:
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=on, transient=False)
 
 
+class TeacherProgress:
+    """A teacher's training on ``bar`` (``teachers train``, and a missing teacher trained
+    inside ``run`` or ``sweep``): an epochs task and a steps task, and a line an epoch
+    with the time left at this process's median epoch time."""
+
+    def __init__(self, bar: Progress, arch: str, epochs: int, state: str = "", prefix: str = ""):
+        self.bar, self.total, self.state, self.prefix = bar, epochs, state, prefix
+        self.epochs = bar.add_task(f"  {prefix}epochs", total=epochs, info=f"training {arch}")
+        self.steps = bar.add_task(f"  {prefix}  steps", total=1, info="")
+        self.seconds: list[float] = []
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            if info["resumed_epochs"]:
+                where = f" from {self.state}" if self.state else ""
+                self.bar.console.print(f"{self.prefix}resuming{where}: {info['resumed_epochs']}/{self.total} "
+                                       "epochs done", highlight=False)
+                self.bar.update(self.epochs, completed=info["resumed_epochs"])
+            self.bar.update(self.steps, total=info["steps"], completed=0)
+        elif event == "step":
+            self.bar.update(self.steps, completed=info["step"])
+        elif event == "epoch":
+            self.seconds.append(info["seconds"] + info.get("eval_seconds", 0.0))
+            left = (self.total - info["epoch"] - 1) * statistics.median(self.seconds)
+            test = f", test top-1 {info['top1']:.2f}%" if "top1" in info else ""
+            eta = f", about {human(left)} left" if left > 0 else ""
+            self.bar.console.print(
+                f"{self.prefix}epoch {info['epoch'] + 1}/{self.total}: loss {info['loss']:.4f}, train top-1 "
+                f"{info['train_top1']:.2f}%{test}, lr {info['lr']:.4g}, {info['seconds']:.0f} s{eta}",
+                highlight=False)
+            self.bar.update(self.epochs, completed=info["epoch"] + 1, info=(test.lstrip(", ") + eta).lstrip(", "))
+
+
 class DataProgress(RunObserver):
     """Decode progress of a data set read for the first time, as tasks on ``bar``."""
 
@@ -55,7 +90,10 @@ class DataProgress(RunObserver):
         self.bar.update(self._tasks[title], completed=done)
 
     def message(self, text: str) -> None:
-        self.bar.console.print(f"[yellow]{text}", highlight=False)
+        self.bar.console.print(f"[yellow]{escape(text)}", highlight=False)
+
+    def teacher_progress(self, arch: str, epochs: int) -> TeacherProgress:
+        return TeacherProgress(self.bar, arch, epochs, prefix=f"{arch} teacher ")
 
 
 class RunDisplay(DataProgress):

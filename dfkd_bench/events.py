@@ -13,6 +13,11 @@ class RunObserver:
     def data_progress(self, title: str, done: int, total: int) -> None:
         """Images decoded so far while a data set is read for the first time."""
 
+    def teacher_progress(self, arch: str, epochs: int):
+        """A missing teacher is about to be trained for ``epochs`` epochs: the callable
+        ``teachers.train_teacher`` reports its progress to (``(event, info)``), or None."""
+        return None
+
     def start(self, name: str, epochs: int, start_epoch: int) -> None:
         """The run begins, or resumes at ``start_epoch`` > 0."""
 

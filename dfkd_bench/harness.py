@@ -25,6 +25,7 @@ from . import backends, diagnostics, store
 from .config import resolve_device, run_identity, to_dict
 from .data import Normalizer, format_normalization, load_dataset, random_crop_flip
 from .errors import Diverged, UserError, interruption
+from .estimate import GPU_SCALE, gpu_scale_warning
 from .events import RunObserver
 from .feeds import FeedEnv, add_logs, make_feed
 from .method import Batch, Method, MethodContext
@@ -35,7 +36,7 @@ from .precision import resolve as resolve_precision
 from .pairs import resolve_pair
 from .plan import RunSpec
 from .summary import RunSummary
-from .teachers import Evaluator, get_or_train_teacher, teacher_normalization
+from .teachers import Evaluator, TrainRecipe, get_or_train_teacher, teacher_normalization, teacher_paths
 from .timing import CostCounter, PhaseClock
 
 CHECKPOINT_FORMAT = 2  # 1: before issue 10 (no "format" key; pool images inside the checkpoint)
@@ -287,8 +288,10 @@ class Session:
             torch.set_num_threads(cfg.num_threads)
         self.data = load_dataset(spec.dataset, spec.data_root, spec.download, cache=spec.cache,
                                  progress=observer.data_progress).to(device)
+        warn_gpu_scale_on_cpu(spec, self.data, device, observer.message)
         self.teacher, teacher_meta = get_or_train_teacher(self.data, resolved["teacher"], device, spec.cache,
-                                                          spec.train_missing_teacher, observer.message)
+                                                          spec.train_missing_teacher, observer.message,
+                                                          observer.teacher_progress)
         seed_everything(spec.seed)
         student = build_model(resolved["student"], self.data.num_classes, self.data.image_shape[0])
         self.fast_path = FastPath(device.type, resolve_precision(cfg.precision, device)[0], cfg.channels_last,
@@ -488,6 +491,20 @@ class Session:
 
 
 _SAID: set[str] = set()
+
+
+def warn_gpu_scale_on_cpu(spec: RunSpec, data, device: torch.device, say) -> None:
+    """Before a GPU-scale pair trains or runs on the CPU: what it will cost here, measured
+    (``estimate.gpu_scale_warning``), once a process for each pair and data set."""
+    pair = resolve_pair(spec.pair, spec.dataset)
+    key = f"gpu-scale {pair.name} {data.name}"
+    if device.type != "cpu" or GPU_SCALE not in pair.note or key in _SAID:
+        return
+    _SAID.add(key)
+    missing = spec.train_missing_teacher and not teacher_paths(data.name, pair.teacher, spec.cache)[0].exists()
+    recipe = TrainRecipe.for_dataset(data.name)
+    say(gpu_scale_warning(pair, data.num_classes, data.image_shape, len(data.train_labels), spec.run,
+                          recipe.epochs if missing else None, recipe.batch_size))
 
 
 def effective_spec(spec: RunSpec, device: torch.device, say=None) -> RunSpec:

@@ -233,11 +233,14 @@ def to_run(statuses: list[CellStatus], retry_failed: bool) -> list[plan.RunSpec]
     return [c.spec for c in statuses if c.status not in (DONE, *(() if retry_failed else (FAILED,)))]
 
 
-def prepare_teachers(specs: list[plan.RunSpec], train_missing: bool, announce: Callable[[str], None]) -> None:
+def prepare_teachers(specs: list[plan.RunSpec], train_missing: bool, announce: Callable[[str], None],
+                     progress_for: Callable | None = None) -> None:
     """Every teacher the grid needs is in the zoo before a worker starts: two workers
     must not train (and write) the same missing teacher at once. ``train_missing``
     False (Slurm: no training on the submitting node) turns a missing one into an error
-    naming the command that trains it."""
+    naming the command that trains it. A GPU-scale pair that will train or run on this
+    machine's CPU is warned about first, with its measured cost; a missing teacher's
+    training reports to ``progress_for`` (``RunObserver.teacher_progress``)."""
     from .config import resolve_device
     from .data import load_dataset
     from .pairs import resolve_pair
@@ -255,8 +258,10 @@ def prepare_teachers(specs: list[plan.RunSpec], train_missing: bool, announce: C
         data = load_dataset(spec.dataset, spec.data_root, spec.download, cache=spec.cache)
         # Only checked when not trained here (a login node may have no GPU): the CPU reads the file.
         device = resolve_device(spec.run.device) if train_missing else torch.device("cpu")
+        if train_missing:
+            harness.warn_gpu_scale_on_cpu(spec, data, device, announce)
         get_or_train_teacher(data, teacher, device, spec.cache, train_missing and spec.train_missing_teacher,
-                             announce)
+                             announce, progress_for)
 
 
 # --- one cell ---------------------------------------------------------------------------

@@ -517,9 +517,12 @@ _ANNOUNCED: set[tuple] = set()  # teachers whose metadata caveats were said once
 
 
 def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root=None,
-                         train_missing: bool = True, announce: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
-    """Teacher from the zoo; a missing one is trained (announcing the cost) or, with
-    ``train_missing=False``, reported with the exact command that trains it."""
+                         train_missing: bool = True, announce: Callable[[str], None] = print,
+                         progress_for: Callable[[str, int], Progress | None] | None = None
+                         ) -> tuple[nn.Module, dict]:
+    """Teacher from the zoo; a missing one is trained (announcing the cost, its progress
+    to ``progress_for(arch, epochs)``'s callable) or, with ``train_missing=False``,
+    reported with the exact command that trains it."""
     in_channels = data.image_shape[0]
     model = load_teacher(data, arch, in_channels, root)
     if model is None:
@@ -529,8 +532,8 @@ def get_or_train_teacher(data: DataBundle, arch: str, device: torch.device, root
             raise UserError(f"no {arch} teacher for {data.name} in the zoo; train it with: {cmd}")
         announce(f"no {arch} teacher for {data.name} in the zoo: training it now "
                  f"({recipe.epochs} epochs over {len(data.train_labels)} images)")
-        model, meta = train_teacher(data, arch, device, recipe, root)
-        return model, meta
+        progress = progress_for(arch, recipe.epochs) if progress_for is not None else None
+        return train_teacher(data, arch, device, recipe, root, progress=progress)
     meta = teacher_metadata(data.name, arch, root) or {}
     recorded = meta.get("data_fingerprint")
     if recorded and data.fingerprint and recorded != data.fingerprint:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from . import options
 from .config import resolve_device
-from .console import DataProgress, console, progress_bar
+from .console import DataProgress, TeacherProgress, console, progress_bar
 from .data import format_normalization, load_dataset, parse_normalization
 from .errors import UserError
 from .paths import cache_dir
@@ -166,24 +166,7 @@ def cmd_train(args) -> int:
                   f"{recipe.summary()}{f'; from the weights of {init_from}' if init_from else ''}; "
                   f"state kept in {state}")
     with progress_bar() as bar:
-        epochs = bar.add_task("epochs", total=recipe.epochs, info="")
-        steps = bar.add_task("  steps", total=1, info="")
-
-        def progress(event: str, info: dict) -> None:
-            if event == "start":
-                if info["resumed_epochs"]:
-                    bar.console.print(f"resuming from {state}: {info['resumed_epochs']}/{recipe.epochs} epochs done")
-                    bar.update(epochs, completed=info["resumed_epochs"])
-                bar.update(steps, total=info["steps"], completed=0)
-            elif event == "step":
-                bar.update(steps, completed=info["step"])
-            elif event == "epoch":
-                test = f", test top-1 {info['top1']:.2f}%" if "top1" in info else ""
-                line = (f"epoch {info['epoch'] + 1}/{recipe.epochs}: loss {info['loss']:.4f}, "
-                        f"train top-1 {info['train_top1']:.2f}%{test}, lr {info['lr']:.4g}, {info['seconds']:.0f} s")
-                bar.console.print(line)
-                bar.update(epochs, completed=info["epoch"] + 1, info=test.lstrip(", "))
-
+        progress = TeacherProgress(bar, args.arch, recipe.epochs, state=str(state))
         _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
                                 args.eval_every, precision=args.precision, init_from=init_from)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
