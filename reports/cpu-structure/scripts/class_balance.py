@@ -2,9 +2,11 @@
 predicted class of every sample in the final pool (SSD-KD's buffer, Fast's pool), read
 from the run directory's shards, as counts per class with the largest/smallest share and
 the normalised entropy (1 = perfectly balanced). SSD-KD's Fig. 2 claim is that its
-buffer is better balanced than Fast's pool.
+buffer is better balanced than Fast's pool. The script of reports/cpu-structure.md's
+class-balance table (issue 12); runs made since record the same for their final pool in
+``diagnostics.json``, which the report draws.
 
-    python benchmarks/class_balance.py results/cpu-structure/*ssdkd* results/cpu-structure/*fast2*
+    python reports/cpu-structure/scripts/class_balance.py results/cpu-structure/*ssdkd* results/cpu-structure/*fast2*
 """
 from __future__ import annotations
 
