@@ -1,7 +1,7 @@
 """README.md against what it describes: its method table has a row for every built-in
 method, and each row's presets are exactly the method's own (``dfkd_bench.catalog``); the
 Python it names is ``setup.cfg``'s ``python_requires``; CI (``.ci/run``) runs its set-up and
-test commands."""
+test commands; ``reports/README.md`` indexes every report there."""
 from __future__ import annotations
 
 import configparser
@@ -69,3 +69,11 @@ def test_the_python_readme_names_is_setup_cfgs_python_requires():
     major, minor = map(int, floor.groups())
     assert f"Python {major}.{minor} or later (`python_requires` in `setup.cfg`)" in README.read_text()
     assert sys.version_info[:2] >= (major, minor)
+
+
+def test_every_report_is_in_the_reports_index():
+    reports = ROOT / "reports"
+    index = (reports / "README.md").read_text()
+    entries = sorted(p.name for p in reports.iterdir() if not p.name.startswith(".") and p.name != "README.md")
+    assert "cpu-study" in entries and "claim-study" in entries
+    assert [name for name in entries if f"`{name}" not in index] == []
