@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfkd_bench import published, report, stats, tables
+from dfkd_bench import report, stats, tables
 from dfkd_bench.figures import fit_line
 from dfkd_bench.runs import completed_runs, experiments, preset_samples_per_epoch
 
