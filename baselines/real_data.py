@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from dfkd_bench.config import NonNegativeFloat
 from dfkd_bench.inversion import kd_loss
@@ -20,6 +19,7 @@ class Scratch(Method):
 
     name = "scratch"
     mode = REAL
+    tasks = ("classification", "segmentation")
     data_scale_means = "a class-balanced subset of that many real images"
     presets = {
         # The teacher zoo's CIFAR recipe applied to the student (Table rows "Student").
@@ -29,7 +29,7 @@ class Scratch(Method):
     }
 
     def distill_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss = F.cross_entropy(self.ctx.student(batch.images), batch.labels)
+        loss = self.ctx.task.loss(self.ctx.student(batch.images), batch.labels)
         return {"loss": loss, "ce": loss.detach()}
 
 
@@ -41,10 +41,12 @@ class KDConfig:
 @register_method
 class KD(Method):
     """Distilling the Knowledge in a Neural Network (Hinton et al., NeurIPS-W 2015):
-    ``KL(teacher/T || student/T) * T^2`` on real training images."""
+    ``KL(teacher/T || student/T) * T^2`` on real training images; for segmentation per
+    pixel, averaged over pixels (``kd_loss`` reads N x C x H x W logits so)."""
 
     name = "kd"
     mode = REAL
+    tasks = ("classification", "segmentation")
     data_scale_means = "a class-balanced subset of that many real images"
     config_cls = KDConfig
     presets = {
@@ -60,6 +62,6 @@ class KD(Method):
         kd = kd_loss(s, t, self.ctx.run.T)
         losses = {"loss": kd, "kd": kd.detach()}
         if self.cfg.ce > 0:
-            ce = F.cross_entropy(s, batch.labels)
+            ce = self.ctx.task.loss(s, batch.labels)
             losses.update(loss=kd + self.cfg.ce * ce, ce=ce.detach())
         return losses

@@ -17,6 +17,7 @@ from .pairs import DEFAULT_DATASET
 from .registry import DATASETS, METHODS, PAIRS, PLUGIN_ERRORS, discover_methods, load_plugin
 from .signals import ignoring_sigint, sigterm_as_interrupt
 from .summary import RunSummary
+from .tasks import dataset_task, get_task
 from .timing import TRAIN_PHASES
 
 
@@ -81,7 +82,7 @@ def cmd_run(args) -> int:
         overall = bar.add_task("runs", total=len(specs), info="")
         for spec in specs:
             label = f"{spec.label} seed {spec.seed}"
-            display = RunDisplay(bar, label, spec.run.epochs)
+            display = RunDisplay(bar, label, spec.run.epochs, get_task(dataset_task(spec.dataset)).metric)
             try:
                 summary = harness.run(spec, display)
             except (UserError, KeyboardInterrupt):
@@ -113,10 +114,11 @@ def print_run_table(results: list[RunSummary], pair_note: str = "") -> None:
         return
     for (dataset, pair), group in _group_by_setting(results).items():
         first = group[0]
-        table = Table(title=f"{dataset}, {pair}{pair_note}: teacher {first.teacher} top-1 {first.teacher_top1:.2f}%")
+        teacher = "-" if first.teacher_top1 is None else f"{first.teacher_top1:.2f}%"
+        table = Table(title=f"{dataset}, {pair}{pair_note}: teacher {first.teacher} {first.metric} {teacher}")
         # The augmentation column only where a run of the table has the phase (DDA).
         aug = any(r.seconds.get("augmentation") for r in group)
-        for col in ("method", "seed", "scale", "status", "top-1 %", "best epoch %", "train s", "synth s",
+        for col in ("method", "seed", "scale", "status", f"{first.metric} %", "best epoch %", "train s", "synth s",
                     *(("aug s",) if aug else ()), "distill s", "eval s", "train FLOPs"):
             table.add_column(col, justify="left" if col in ("method", "status") else "right")
         for r in group:

@@ -54,9 +54,11 @@ class TeacherProgress:
         self.epochs = bar.add_task(f"  {prefix}epochs", total=epochs, info=f"training {arch}")
         self.steps = bar.add_task(f"  {prefix}  steps", total=1, info="")
         self.seconds: list[float] = []
+        self.metric = "top-1"  # the task's main metric, as the "start" event names it
 
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
+            self.metric = info.get("metric", self.metric)
             if info["resumed_epochs"]:
                 where = f" from {self.state}" if self.state else ""
                 self.bar.console.print(f"{self.prefix}resuming{where}: {info['resumed_epochs']}/{self.total} "
@@ -68,10 +70,10 @@ class TeacherProgress:
         elif event == "epoch":
             self.seconds.append(info["seconds"] + info.get("eval_seconds", 0.0))
             left = (self.total - info["epoch"] - 1) * statistics.median(self.seconds)
-            test = f", test top-1 {info['top1']:.2f}%" if "top1" in info else ""
+            test = f", test {self.metric} {info['top1']:.2f}%" if "top1" in info else ""
             eta = f", about {human(left)} left" if left > 0 else ""
             self.bar.console.print(
-                f"{self.prefix}epoch {info['epoch'] + 1}/{self.total}: loss {info['loss']:.4f}, train top-1 "
+                f"{self.prefix}epoch {info['epoch'] + 1}/{self.total}: loss {info['loss']:.4f}, train {self.metric} "
                 f"{info['train_top1']:.2f}%{test}, lr {info['lr']:.4g}, {info['seconds']:.0f} s{eta}",
                 highlight=False)
             self.bar.update(self.epochs, completed=info["epoch"] + 1, info=(test.lstrip(", ") + eta).lstrip(", "))
@@ -99,9 +101,10 @@ class DataProgress(RunObserver):
 class RunDisplay(DataProgress):
     """One run's line on the bar: epochs done, top-1 or what became of it."""
 
-    def __init__(self, bar: Progress, label: str, epochs: int):
+    def __init__(self, bar: Progress, label: str, epochs: int, metric: str = "top-1"):
         super().__init__(bar)
         self.task = bar.add_task(f"  {label}", total=epochs, info="")
+        self.metric = metric  # the task's main metric (top-1, mIoU)
 
     def start(self, name: str, epochs: int, start_epoch: int) -> None:
         # said until the first epoch ends, or the run does (a resume with no epoch left)
@@ -109,7 +112,7 @@ class RunDisplay(DataProgress):
 
     def epoch(self, epoch: int, record: dict) -> None:
         top1 = record.get("top1")
-        self.bar.update(self.task, completed=epoch + 1, info="" if top1 is None else f"top-1 {top1:.2f}%")
+        self.bar.update(self.task, completed=epoch + 1, info="" if top1 is None else f"{self.metric} {top1:.2f}%")
 
     def skip(self, summary: RunSummary) -> None:
         self.bar.update(self.task, completed=summary.epochs, info="already completed (use --force to redo)")
@@ -119,7 +122,7 @@ class RunDisplay(DataProgress):
 
     def done(self, summary: RunSummary) -> None:
         top1 = summary.final_top1
-        self.bar.update(self.task, completed=summary.epochs, info="completed" if top1 is None else f"top-1 {top1:.2f}%")
+        self.bar.update(self.task, completed=summary.epochs, info="completed" if top1 is None else f"{self.metric} {top1:.2f}%")
 
     def stopped(self, why: str) -> None:
         """The run ended without completing (an error the harness raised, a lock)."""

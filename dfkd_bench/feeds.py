@@ -26,6 +26,7 @@ from .method import Batch, Method, MethodContext
 from .registry import Registry
 from . import augment as aug
 from .store import ImageCache, ShardStore
+from .tasks import balanced_subset  # noqa: F401  (its home before tasks; imported from here by callers)
 from .timing import CostCounter, PhaseClock
 
 FEEDS: Registry[type["Feed"]] = Registry("feed")
@@ -287,13 +288,14 @@ class OnlineFeed(Feed):
 @FEEDS.register("real")
 class RealFeed(Feed):
     """Real training images (baselines only), one random permutation an epoch over all
-    of them or over a class-balanced subset of ``run.data_scale`` images."""
+    of them or over a subset of ``run.data_scale`` images (the task's: class-balanced for
+    classification), cropped and flipped with their labels as the task moves them."""
 
     def __init__(self, env: FeedEnv):
         super().__init__(env)
         data, subset = env.data, env.ctx.run.data_scale
         labels = data.train_labels.cpu()
-        idx = balanced_subset(labels, subset, data.num_classes, env.seed) if 0 < subset < len(labels) \
+        idx = env.ctx.task.subset(labels, subset, data.num_classes, env.seed) if 0 < subset < len(labels) \
             else torch.arange(len(labels))
         self.images = data.train_images[idx.to(data.train_images.device)]
         self.labels = data.train_labels[idx.to(data.train_labels.device)]
@@ -311,7 +313,7 @@ class RealFeed(Feed):
         idx = self.perm[self.pos:self.pos + self.env.ctx.run.batch_size]
         self.pos += len(idx)
         ctx = self.env.ctx
-        return Batch(ctx.augment(ctx.normalizer.from_uint8(self.images[idx])), self.labels[idx]), {}
+        return Batch(*ctx.augment_labelled(ctx.normalizer.from_uint8(self.images[idx]), self.labels[idx])), {}
 
     def state_dict(self) -> dict:
         return {"perm": self.perm, "pos": self.pos}
@@ -320,21 +322,6 @@ class RealFeed(Feed):
         perm = state.get("perm")
         self.perm = None if perm is None else perm.to(self.labels.device)
         self.pos = state.get("pos", 0)
-
-
-def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
-    """``n`` indices with class counts as equal as ``n`` allows (the first ``n % C``
-    classes get one more), drawn at random with a fixed seed."""
-    g = torch.Generator().manual_seed(seed)
-    per_class = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
-    picks = []
-    for c, k in enumerate(per_class):
-        pool = (labels == c).nonzero().flatten()
-        if k > len(pool):
-            raise UserError(f"--data-scale {n}: class {c} has only {len(pool)} training images "
-                            f"(at most {len(pool) * num_classes} in all)")
-        picks.append(pool[torch.randperm(len(pool), generator=g)[:k]])
-    return torch.cat(picks).sort().values
 
 
 def add_logs(sums: dict[str, Any], logs: dict[str, Any], prefix: str = "") -> None:

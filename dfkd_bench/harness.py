@@ -36,7 +36,8 @@ from .precision import resolve as resolve_precision
 from .pairs import resolve_pair
 from .plan import RunSpec
 from .summary import RunSummary
-from .teachers import Evaluator, TrainRecipe, get_or_train_teacher, teacher_normalization, teacher_paths
+from .tasks import get_task
+from .teachers import TrainRecipe, evaluator_for, get_or_train_teacher, teacher_normalization, teacher_paths
 from .timing import CostCounter, PhaseClock
 
 CHECKPOINT_FORMAT = 2  # 1: before issue 10 (no "format" key; pool images inside the checkpoint)
@@ -314,10 +315,12 @@ class Session:
         # the same experiment (the report groups by config.json).
         self.resolved = {**resolved, "teacher_sha256": teacher_meta.get("sha256"),
                          "teacher_normalization": format_normalization(mean, std)}
+        task = get_task(data.task)
         self.ctx = MethodContext(teacher=self.teacher, student=student, num_classes=data.num_classes,
                                  image_shape=data.image_shape, normalizer=self.normalizer, device=device, run=cfg,
                                  augment=lambda x: random_crop_flip(x, data.crop_padding, data.flip),
-                                 fast_path=self.fast_path)
+                                 fast_path=self.fast_path, task=task,
+                                 augment_labelled=lambda x, y: task.crop_flip(x, y, data.crop_padding, data.flip))
         self.method = spec.method_cls(spec.method_config, self.ctx)
         self.counter = CostCounter()
         for name, module in {"teacher": self.teacher, "student": student, **self.method.cost_modules()}.items():
@@ -336,10 +339,10 @@ class Session:
         # attributes change, a resumed run would differ from an uninterrupted one.
         stateless = type(self.method).state_dict is Method.state_dict
         self._unsaved_watch = mutable_snapshot(self.method) if stateless else None
-        self.evaluator = Evaluator(data.test_images, data.test_labels, self.normalizer, self.fast_path)
+        self.evaluator = evaluator_for(data, self.normalizer, self.fast_path)
         self.teacher_top1 = teacher_meta.get("top1")
         if self.teacher_top1 is None:
-            self.teacher_top1 = self.evaluator.top1(self.teacher)
+            self.teacher_top1 = self.evaluator.score(self.teacher)
 
     def components(self) -> dict[str, Any]:
         """Everything whose state a checkpoint holds (the random state last, so that it
@@ -397,7 +400,7 @@ class Session:
         if not (due or epoch == cfg.epochs - 1):
             return
         with self.clock.phase("evaluation"), self.counter.pause():
-            top1 = self.evaluator.top1(self.ctx.student)
+            top1 = self.evaluator.score(self.ctx.student)
         self.progress.final = top1
         self.progress.best = top1 if self.progress.best is None else max(self.progress.best, top1)
         record["top1"] = top1
@@ -440,7 +443,8 @@ class Session:
             seconds=dict(self.clock.seconds), training_flops=costs.pop("training_flops"), costs=costs,
             peak_memory_mb=round(peak, 1), peak_reserved_mb=None if reserved is None else round(reserved, 1),
             device=r["device"],
-            started=p.started, updated=_now(), variant=self.method.variant(), precision=spec.run.precision)
+            started=p.started, updated=_now(), variant=self.method.variant(), precision=spec.run.precision,
+            metric=self.ctx.task.metric)
         self.rundir.write_summary(summary)
         return summary
 

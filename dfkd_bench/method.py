@@ -19,6 +19,7 @@ from .data import Normalizer
 from .inversion import OnlineGenerator, kd_loss
 from .pool import SamplePool
 from .precision import FastPath
+from .tasks import CLASSIFICATION, Classification
 from .registry import register_method  # noqa: F401  (the contract's decorator; methods import it from here)
 
 POOL, ONLINE, REAL, AUGMENTED = "pool", "online", "real", "augmented"
@@ -51,6 +52,16 @@ class MethodContext:
     # The run's layout and precision: a method's own conv models (generators) go through
     # ``fast_path.prepare`` (``inversion.generator_for`` does it).
     fast_path: FastPath = field(default_factory=FastPath)
+    # The data set's task (``dfkd_bench.tasks``): its supervised loss, metric and
+    # label-moving crop and flip, for the methods that see labels (the real-data baselines).
+    task: Classification = CLASSIFICATION
+    # Crop and flip of real images with their labels (label maps move with their images):
+    # the harness's is the task's; by default ``augment`` on the images, labels unchanged.
+    augment_labelled: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __post_init__(self):
+        if self.augment_labelled is None:
+            self.augment_labelled = lambda x, y: (self.augment(x), y)
 
 
 @dataclass
@@ -103,6 +114,10 @@ class Method:
     # student in train mode (DFAD's and ZSKT's own code: batch statistics, and the
     # generator's batches move the student's running statistics).
     synthesis_student_train_mode: ClassVar[bool] = False
+    # The tasks (``dfkd_bench.tasks``) the method supports; planning refuses a data set of
+    # another task. The data-free methods are written for classifiers (one-hot targets,
+    # per-image class balance), so they keep the default.
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self, cfg: Any, ctx: MethodContext):
         self.cfg = cfg

@@ -32,6 +32,7 @@ def _add(teacher: str, student: str, note: str, in_channels: int = 3) -> None:
 
 
 _add("cnn_m", "cnn_s", "embedded digits quickstart; seconds on a CPU", in_channels=1)
+_add("segnet_m", "segnet_s", "embedded shapes segmentation quickstart; a minute on a CPU")
 # The five CIFAR pairs of the DFKD literature's tables (DeepInv, CMI, Fast, SSD-KD).
 _add("resnet34", "resnet18", "paper pair (CIFAR); GPU scale")
 _add("vgg11", "resnet18", "paper pair (CIFAR), cross-architecture; GPU scale")
@@ -50,7 +51,7 @@ _add("resnet32", "resnet8", "CPU reference study (CIFAR): a stronger teacher tra
 # digits have their own; image data sets get the papers' pair on CUDA and the CPU-scale
 # pair elsewhere (resnet34 on a CPU takes hours an epoch).
 DEFAULT_DATASET = "digits"
-DEFAULT_PAIR = {"digits": "cnn_m-cnn_s"}
+DEFAULT_PAIR = {"digits": "cnn_m-cnn_s", "shapes": "segnet_m-segnet_s"}
 DEFAULT_PAIR_BY_DEVICE = {"cuda": "resnet34-resnet18", "cpu": "resnet20-resnet8"}
 
 

@@ -26,6 +26,7 @@ from .method import Method
 from .pairs import DEFAULT_DATASET, resolve_pair
 from .registry import DATASETS, METHODS
 from .summary import run_label
+from .tasks import dataset_task
 
 
 @dataclass
@@ -186,6 +187,14 @@ def data_scale_notes(specs: list[RunSpec], data_scale: int | Iterable[int] | Non
     return notes
 
 
+def check_task(cls: type[Method], task: str, dataset: str) -> None:
+    """A method runs only on the tasks it declares (``Method.tasks``)."""
+    if task not in cls.tasks:
+        able = sorted(name for name, m in METHODS.items() if task in m.tasks)
+        raise UserError(f"method {cls.name} does not support {task} yet (data set {dataset} is a {task} task); "
+                        f"methods that do: {', '.join(able) or 'none'}")
+
+
 def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: str | None = None,
               preset: str | None = None, seeds: Iterable[int] = (0,), epochs: int | None = None,
               data_scale: int | Iterable[int] | None = None, device: str | None = None,
@@ -211,8 +220,10 @@ def plan_runs(methods: Iterable[str], *, dataset: str = DEFAULT_DATASET, pair: s
     check_scoped_sets(changes)
     scales = data_scale_list(data_scale)
     specs = []
+    task = dataset_task(dataset)
     for entry in methods:
         cls, own_preset = resolve_method(entry, preset)
+        check_task(cls, task, dataset)
         label = preset_label(own_preset) if own_preset else None
         for scale in scales:
             options = {"epochs": epochs, "data_scale": scale, "device": device}

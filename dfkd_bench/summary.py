@@ -46,6 +46,9 @@ class RunSummary:
     variant: str = ""
     precision: str = ""  # fp32 | bf16: what the run computed in ("" in summaries before issue 16: fp32)
     peak_reserved_mb: float | None = None  # CUDA: the allocator's peak reserved memory (None on the CPU)
+    # The task's main metric that final_top1, best_top1 and teacher_top1 hold: "top-1"
+    # (classification; also what a summary without the field means) or "mIoU" (segmentation).
+    metric: str = "top-1"
     skipped: bool = False  # set when a completed run was read back instead of run
 
     @property

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import PUBLIC_NORMALIZATION, DataBundle, Normalizer, load_dataset, parse_normalization, random_crop_flip
+from .data import PUBLIC_NORMALIZATION, DataBundle, Normalizer, load_dataset, parse_normalization
 from .errors import UserError
+from .tasks import CLASSIFICATION, Classification, get_task
 from .models import build_model
 from .paths import cache_dir
 from .precision import FastPath
@@ -67,6 +67,9 @@ class TrainRecipe:
         if name == "digits":
             # Seconds on a laptop CPU and about 98% test top-1 for cnn_m.
             return cls(epochs=30, batch_size=64, lr=0.05)
+        if name == "shapes":
+            # A minute or two on a CPU for segnet_m (measured in the README's Segmentation section).
+            return cls(epochs=20, batch_size=64, lr=0.05)
         # CIFAR-10/100 and ImageFolder data sets: the standard recipe above.
         return cls()
 
@@ -97,15 +100,18 @@ def sha256_file(path: Path) -> str:
 
 
 class Evaluator:
-    """Top-1 of a model on a fixed test split: the images normalised once (in the run's
-    layout; a split whose fp32 copy would exceed ``keep_bytes`` is normalised a batch at
-    a time instead), each evaluation under ``torch.inference_mode`` and the run's
-    precision in large batches (fp32 unless a fast path says otherwise)."""
+    """The task's metric (top-1, or mIoU and pixel accuracy) of a model on a fixed test
+    split: the images normalised once (in the run's layout; a split whose fp32 copy would
+    exceed ``keep_bytes`` is normalised a batch at a time instead), each evaluation under
+    ``torch.inference_mode`` and the run's precision in large batches (fp32 unless a fast
+    path says otherwise), the counts summed on the device and read once."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer,
-                 fast_path: "FastPath | None" = None, batch_size: int = 256, keep_bytes: int = 2**30):
+                 fast_path: "FastPath | None" = None, batch_size: int = 256, keep_bytes: int = 2**30,
+                 task: Classification = CLASSIFICATION, num_classes: int = 0):
         self.fast_path = fast_path or FastPath(images.device.type, "fp32")
         self.normalizer, self.labels, self.batch_size = normalizer, labels, batch_size
+        self.task, self.num_classes = task, num_classes
         self.kept = images.numel() * 4 <= keep_bytes
         self.images = self._prepare(images) if self.kept else images
 
@@ -113,20 +119,36 @@ class Evaluator:
         return self.fast_path.images(self.normalizer.from_uint8(uint8_images))
 
     @torch.inference_mode()
-    def top1(self, model: nn.Module) -> float:
-        """Top-1 (%); restores the model's train/eval mode."""
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        """Every metric of the task (``top1``; ``miou`` and ``pixel_accuracy``), in percent;
+        restores the model's train/eval mode."""
         was_training = model.training
         model.eval()
-        correct = torch.zeros((), dtype=torch.int64, device=self.labels.device)
+        counts = self.task.zero_counts(self.num_classes, self.labels.device)
         try:
             with self.fast_path.autocast():
                 for i in range(0, len(self.labels), self.batch_size):
                     x = self.images[i:i + self.batch_size]
                     out = model(x if self.kept else self._prepare(x))
-                    correct += (out.argmax(1) == self.labels[i:i + self.batch_size]).sum()
+                    counts += self.task.batch_counts(out, self.labels[i:i + self.batch_size], self.num_classes)
         finally:
             model.train(was_training)
-        return 100.0 * correct.item() / max(1, len(self.labels))
+        return self.task.scores(counts)
+
+    def score(self, model: nn.Module) -> float:
+        """The task's main metric (top-1 or mIoU, %)."""
+        return self.scores(model)[self.task.metric_key]
+
+    top1 = score  # the name the classification callers have always used
+
+
+def evaluator_for(data: DataBundle, normalizer: Normalizer, fast_path: "FastPath | None" = None,
+                  device: torch.device | None = None) -> Evaluator:
+    """The evaluator of ``data``'s test split under its task (on ``device`` if given)."""
+    images, labels = data.test_images, data.test_labels
+    if device is not None:
+        images, labels = images.to(device), labels.to(device)
+    return Evaluator(images, labels, normalizer, fast_path, task=get_task(data.task), num_classes=data.num_classes)
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe, steps_total: int):
@@ -144,13 +166,14 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
                      progress: Progress | None = None, eval_every: int = 0,
                      precision: str = "auto", state_path: Path | None = None,
                      state_key: dict | None = None) -> float:
-    """Train ``model`` on the real training split with crop-and-flip on tensors; returns
-    the final test top-1.
+    """Train ``model`` on the real training split with crop-and-flip on tensors (moving
+    label maps with their images for segmentation) and the task's loss; returns the final
+    test score in the task's main metric (top-1 or mIoU).
 
-    ``progress(event, info)`` is told ``"start"`` (epochs, steps per epoch), ``"step"``
-    (epoch, step) and ``"epoch"`` (epoch, mean loss, train top-1, lr, seconds, and test
-    top-1 every ``eval_every`` epochs and at the end), so callers draw their own bars and
-    logs. The run's fast path (``dfkd_bench.precision``) applies: channels_last on both
+    ``progress(event, info)`` is told ``"start"`` (epochs, steps per epoch, the metric's
+    name), ``"step"`` (epoch, step) and ``"epoch"`` (epoch, mean loss, the main metric on
+    the training batches as ``train_top1``, lr, seconds, and the test one as ``top1`` every
+    ``eval_every`` epochs and at the end), so callers draw their own bars and logs. The run's fast path (``dfkd_bench.precision``) applies: channels_last on both
     devices, and ``precision`` (``auto``: bf16 where the device runs it natively) for
     the forward passes; the data stay on the device and losses are summed there, so
     no step waits for the host.
@@ -168,7 +191,7 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     fast.prepare(model.to(device).train())
     normalizer = Normalizer(data.mean, data.std, device)
     x_all, y_all = data.train_images.to(device), data.train_labels.to(device)
-    evaluator = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer, fast)
+    evaluator = evaluator_for(data, normalizer, fast, device)
     n = len(y_all)
     steps = math.ceil(n / recipe.batch_size)
     opt, sched = make_optimizer(model, recipe, steps * recipe.epochs)
@@ -176,24 +199,25 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     done, curve = 0, []
     if state_path is not None and Path(state_path).exists():
         done, curve = _resume_training_state(Path(state_path), key, model, opt, sched, device)
-    emit("start", {"epochs": recipe.epochs, "steps": steps, "resumed_epochs": done})
+    emit("start", {"epochs": recipe.epochs, "steps": steps, "resumed_epochs": done, "metric": evaluator.task.metric})
     top1 = curve[-1].get("top1") if curve else None
     benchmark_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = benchmark_before or device.type == "cuda"
     try:
         for epoch in range(done, recipe.epochs):
             started = time.perf_counter()
-            loss_sum, correct = _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
-                                                  fast, lambda i: emit("step", {"epoch": epoch, "step": i,
-                                                                                 "steps": steps}))
-            info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": 100.0 * correct / n,
+            loss_sum, counts = _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe,
+                                                 fast, lambda i: emit("step", {"epoch": epoch, "step": i,
+                                                                                "steps": steps}))
+            task = evaluator.task
+            info = {"epoch": epoch, "loss": loss_sum / n, "train_top1": task.scores(counts)[task.metric_key],
                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started,
                     "threads": torch.get_num_threads()}
             last = epoch == recipe.epochs - 1
             top1 = None
             if last or (eval_every and (epoch + 1) % eval_every == 0):
                 evaluated = time.perf_counter()
-                top1 = evaluator.top1(model)
+                top1 = evaluator.score(model)
                 info.update(top1=top1, eval_seconds=time.perf_counter() - evaluated)
             curve.append(_rounded(info))
             if state_path is not None:
@@ -202,7 +226,7 @@ def train_supervised(model: nn.Module, data: DataBundle, recipe: TrainRecipe, de
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
     if top1 is None:  # zero epochs, or resumed after the last one
-        top1 = evaluator.top1(model)
+        top1 = evaluator.score(model)
     return top1
 
 
@@ -256,27 +280,27 @@ def _resume_training_state(path: Path, key: dict, model: nn.Module, opt, sched,
 
 
 def _supervised_epoch(model, opt, sched, x_all, y_all, normalizer, data, recipe, fast, step_done):
-    """One pass over the training split in a random order; returns (loss sum, correct),
-    summed on the device and read once at the end."""
-    n, device = len(y_all), y_all.device
+    """One pass over the training split in a random order; returns (loss sum, the task's
+    metric counts), summed on the device and read once at the end."""
+    n, device, task = len(y_all), y_all.device, get_task(data.task)
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    counts = task.zero_counts(data.num_classes, device)
     perm = torch.randperm(n).to(device)
     for i in range(math.ceil(n / recipe.batch_size)):
         idx = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-        x = fast.images(random_crop_flip(normalizer.from_uint8(x_all[idx]), data.crop_padding, data.flip))
-        y = y_all[idx]
+        x, y = task.crop_flip(normalizer.from_uint8(x_all[idx]), y_all[idx], data.crop_padding, data.flip)
+        x = fast.images(x)
         with fast.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+        loss = task.loss(logits.float(), y, label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         loss_sum += loss.detach() * len(idx)
-        correct += (logits.detach().argmax(1) == y).sum()
+        counts += task.batch_counts(logits.detach(), y, data.num_classes)
         step_done(i + 1)
-    return loss_sum.item(), correct.item()
+    return loss_sum.item(), counts
 
 
 def _numpy_safe_globals() -> list:
@@ -480,7 +504,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     extra = {"data_source": data.source, "data_fingerprint": data.fingerprint, "seed": seed, "device": str(device),
              "precision": precision, "threads": torch.get_num_threads(),
              "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
-             "curve": [_rounded(e) for e in history],
+             "curve": [_rounded(e) for e in history], "metric": get_task(data.task).metric,
              **({"init_from": init} if init is not None else {}),
              **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
@@ -575,8 +599,9 @@ def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_ro
     load_weights(model, state, arch, path, data.name)
     model.to(device)
     normalizer = Normalizer(mean, std, device)
-    top1 = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer).top1(model)
+    top1 = evaluator_for(data, normalizer, device=device).score(model)
     extra = {"source_sha256": sha256_file(path), "data_source": data.source, "data_fingerprint": data.fingerprint,
+             "metric": get_task(data.task).metric,
              **_normalization_record(norm_name, mean, std)}
     save_teacher(model.cpu(), data.name, arch, top1, {"imported": True}, root, source=str(path.resolve()),
                  extra=extra)
@@ -604,7 +629,7 @@ def verify(dataset: str, arch: str, root=None, data_root=None, download: bool = 
                         f"re-create the teacher with `dfkd-bench teachers train` or `teachers import`")
     model = load_teacher(data, arch, data.image_shape[0], root).to(device)
     normalizer = teacher_normalizer(meta, data, device)
-    measured = Evaluator(data.test_images.to(device), data.test_labels.to(device), normalizer).top1(model)
+    measured = evaluator_for(data, normalizer, device=device).score(model)
     recorded = meta.get("top1")
     ok = recorded is not None and abs(measured - recorded) <= tolerance
     return {"dataset": data.name, "arch": arch, "path": str(ckpt), "sha256": meta.get("sha256"),

@@ -128,6 +128,7 @@ def cmd_list(args) -> int:
                       "or `dfkd-bench teachers import PATH --dataset D --arch A`")
         return 0
     table = Table(title=f"teacher zoo ({where})")
+    # The score is the data set's main metric: top-1, or mIoU (named in the cell) for segmentation.
     for col in ("data set", "arch", "top-1 %", "recipe", "data", "normalisation", "date", "sha256"):
         table.add_column(col, justify="right" if col == "top-1 %" else "left")
     for e in entries:
@@ -135,7 +136,8 @@ def cmd_list(args) -> int:
             table.add_row(e["dataset"], e["arch"], "-", f"[red]{e['error']}", "-", "-", "-", "-")
             continue
         top1 = e.get("top1")
-        table.add_row(str(e.get("dataset")), str(e.get("arch")), "-" if top1 is None else f"{top1:.2f}",
+        table.add_row(str(e.get("dataset")), str(e.get("arch")), "-" if top1 is None else f"{top1:.2f}" + (
+                          f" ({e['metric']})" if e.get("metric", "top-1") != "top-1" else ""),
                       recipe_summary(e), _short_source(e.get("data_source", "")),
                       (e.get("normalization") or {}).get("name", "dataset (assumed)"),
                       str(e.get("date", "-"))[:16].replace("T", " "), str(e.get("sha256", ""))[:12] or "-")
@@ -170,7 +172,7 @@ def cmd_train(args) -> int:
         _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
                                 args.eval_every, precision=args.precision, init_from=init_from)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
-    console.print(f"saved {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
+    console.print(f"saved {args.arch} teacher for {data.name}: test {meta.get('metric', 'top-1')} {meta['top1']:.2f}% "
                   f"in {meta['train_seconds']:.0f} s -> {ckpt}")
     return 0
 
@@ -189,7 +191,8 @@ def cmd_import(args) -> int:
                           normalization=normalization)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
     norm = meta["normalization"]
-    console.print(f"imported {path} as the {args.arch} teacher for {data.name}: test top-1 {meta['top1']:.2f}% "
+    console.print(f"imported {path} as the {args.arch} teacher for {data.name}: test {meta.get('metric', 'top-1')} "
+                  f"{meta['top1']:.2f}% "
                   f"under the {norm['name']} normalisation {format_normalization(norm['mean'], norm['std'])} "
                   f"(sha256 {meta['sha256'][:12]}) -> {ckpt}")
     return 0

@@ -355,7 +355,7 @@ def test_train_supervised_fast_path_reports_progress(tiny_data):
     top1 = train_supervised(model, tiny_data, recipe, torch.device("cpu"), lambda e, i: events.append((e, i)),
                             precision="bf16")
     assert 0 <= top1 <= 100
-    assert events[0] == ("start", {"epochs": 1, "steps": 4, "resumed_epochs": 0})
+    assert events[0] == ("start", {"epochs": 1, "steps": 4, "resumed_epochs": 0, "metric": "top-1"})
     assert [e for e, _ in events].count("step") == 4
     assert events[-1][0] == "epoch" and events[-1][1]["top1"] == top1 and "train_top1" in events[-1][1]
 

@@ -10,6 +10,7 @@ import torch
 
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import build_model, count_parameters
+from dfkd_bench.models.segnet import SEGMENTATION_MODELS
 from dfkd_bench.models.generator import GENERATORS, Generator, reinit_layers
 from dfkd_bench.registry import MODELS
 
@@ -34,8 +35,12 @@ def test_forward_backward_and_features(name):
     model = _built(name).train()
     model.zero_grad(set_to_none=True)
     logits, feats = model(torch.randn(2, c, s, s), return_features=True)
-    assert logits.shape == (2, 10)
-    assert feats.ndim == 2 and feats.shape[0] == 2
+    if name in SEGMENTATION_MODELS:  # per-pixel logits at the input's resolution, the last feature map
+        assert logits.shape == (2, 10, s, s)
+        assert feats.ndim == 4 and feats.shape[0] == 2 and feats.shape[2:] == (s, s)
+    else:
+        assert logits.shape == (2, 10)
+        assert feats.ndim == 2 and feats.shape[0] == 2
     logits.sum().backward()
     # Every parameter must be on the gradient path, or a layer is dead weight.
     assert all(p.grad is not None for p in model.parameters())

@@ -5,5 +5,5 @@ and every classifier's ``forward(x, return_features=False)`` returns the logits,
 ``(logits, penultimate_features)`` when asked (DAFL's activation loss and feature
 heads need them).
 """
-from . import generator, resnet, small, vgg, wrn  # noqa: F401  (importing registers the architectures)
+from . import generator, resnet, segnet, small, vgg, wrn  # noqa: F401  (importing registers the architectures)
 from .registry_helpers import build_model, count_parameters  # noqa: F401
