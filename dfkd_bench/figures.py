@@ -34,7 +34,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from . import diagnostics, store
 from .runs import GROUP, completed_runs, experiments, preset_samples_per_epoch, safe
-from .tables import stand_ins
+from .tables import metric_of, stand_ins
 from .timing import TRAIN_PHASES
 
 TRAIN_TIME = " + ".join(TRAIN_PHASES)  # what summary.train_seconds adds up, as axes say it
@@ -333,12 +333,12 @@ def _accuracy_vs_cost(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style
             said.append("small numbers: data scale")
         _log_x(ax)
         ax.set_xlabel(x_label)
-        ax.set_ylabel("student top-1 (%)")
+        ax.set_ylabel(f"student {metric_of(runs)} (%)")
         ax.set_title(_pair_title(runs))
         _legend_below(fig, handles, names)
         png, pdf = _save(fig, out_dir, f"{kind}__{safe(dataset)}__{safe(pair)}")
         infos.append(FigureInfo(png, pdf, f"Accuracy vs {what}, {dataset} {pair}",
-                                f"Final student top-1 against {what} (log scale), " + "; ".join(said) + ".",
+                                f"Final student {metric_of(runs)} against {what} (log scale), " + "; ".join(said) + ".",
                                 dataset, pair, _size(fig)))
     return infos
 
@@ -397,7 +397,7 @@ def _learning_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]
         by_time.set_xlabel(f"train seconds ({TRAIN_TIME})")
         by_epoch.set_xlabel("epoch")
         for ax in (by_time, by_epoch):
-            ax.set_ylabel("student test top-1 (%)")
+            ax.set_ylabel(f"student test {metric_of(runs)} (%)")
         scale_text = f", data scale {int(scale)}" if scale else ""
         fig.suptitle(_pair_title(runs) + scale_text, fontsize=7.5)
         _legend_below(fig, handles, names)
@@ -406,7 +406,7 @@ def _learning_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Style]
         seeds = sorted({len(c) for c in per_label.values()})
         infos.append(FigureInfo(
             png, pdf, f"Learning curves, {dataset} {pair}{scale_text}",
-            f"Student test top-1 at each evaluated epoch (one marker each) against cumulative train time "
+            f"Student test {metric_of(runs)} at each evaluated epoch (one marker each) against cumulative train time "
             f"({TRAIN_TIME}, the tables' train time; log scale) and against epoch: mean over seeds "
             f"({'/'.join(map(str, seeds))} per method), shaded from the worst to the best seed; a curve "
             "ends at its method's mean train time.",
@@ -461,14 +461,14 @@ def _data_scale_curves(done: pd.DataFrame, out_dir: Path, styles: dict[str, Styl
                         marker=style.marker, elinewidth=0.7)
         _scale_ticks(ax, all_scales)
         ax.set_xlabel("data scale (samples)")
-        ax.set_ylabel("student top-1 (%)")
+        ax.set_ylabel(f"student {metric_of(runs)} (%)")
         ax.set_title(title)
         _legend_below(fig, [Line2D([], [], color=styles[lab].color, marker=styles[lab].marker) for lab in labels],
                       [_name(lab) for lab in labels])
         png, pdf = _save(fig, out_dir, f"data_scale_top1__{stem}")
         infos.append(FigureInfo(
-            png, pdf, f"Top-1 vs data scale, {dataset} {pair}",
-            "Final student top-1 against the data scale (samples synthesised, or real samples for the grey "
+            png, pdf, f"{'Top-1' if metric_of(runs) == 'top-1' else metric_of(runs)} vs data scale, {dataset} {pair}",
+            f"Final student {metric_of(runs)} against the data scale (samples synthesised, or real samples for the grey "
             "real-data baselines; log scale): mean over seeds, error bars one std.",
             dataset, pair, _size(fig)))
 

@@ -78,9 +78,11 @@ def experiments(done: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame()
     numeric = [c for c in done.columns if c.startswith("seconds_") or c.endswith(COST_SUFFIXES)]
+    # The metric the top-1 columns hold (top-1, mIoU), kept where the rows say it.
+    metric = {"metric": ("metric", "first")} if "metric" in done.columns else {}
     agg = done.groupby(GROUP, dropna=False).agg(
         method=("method", "first"), preset=("preset", "first"), teacher=("teacher", "first"),
-        teacher_top1=("teacher_top1", "first"),
+        teacher_top1=("teacher_top1", "first"), **metric,
         seeds=("seed", "size"), top1_mean=("final_top1", "mean"), top1_std=("final_top1", "std"),
         best_top1_mean=("best_top1", "mean"), train_seconds=("train_seconds", "mean"),
         train_seconds_std=("train_seconds", "std"), total_seconds=("total_seconds", "mean"),

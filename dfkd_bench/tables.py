@@ -110,6 +110,13 @@ def is_reference(exp: pd.DataFrame) -> pd.Series:
     return exp["method"].isin([k for k in REFERENCE_ROWS if k != "teacher"])
 
 
+def metric_of(runs: pd.DataFrame) -> str:
+    """The main metric the runs' ``*_top1`` columns hold (``RunSummary.metric``): top-1,
+    or mIoU for a segmentation data set."""
+    found = runs["metric"].dropna() if "metric" in runs else ()
+    return str(found.iloc[0]) if len(found) else "top-1"
+
+
 def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:
     """Rows: Teacher, the data-free methods (best first, by the first pair's column),
     Student (scratch), KD; columns: the pairs; cells ``mean ± std (time)`` over the
@@ -152,10 +159,11 @@ def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Tabl
         if len(best):
             winner = best.loc[best["top1_mean"].idxmax(), "row"]
             bold.add((order.index(winner), j))
-    notes = [f"{dataset}: final test top-1 %, mean ± std over seeds ([n] seeds); (time): {TIME_NOTE}. "
+    metric = metric_of(exp)
+    notes = [f"{dataset}: final test {metric} %, mean ± std over seeds ([n] seeds); (time): {TIME_NOTE}. "
              "Bold: the best data-free method of a column; Teacher, Student (scratch) and KD use real data. "
              f"{MISSING}: not run."]
-    return Table(f"Top-1 and train time, {dataset}", ["method", *pairs], rows, bold, notes, pd.DataFrame(raw))
+    return Table(f"{'Top-1' if metric == 'top-1' else metric} and train time, {dataset}", ["method", *pairs], rows, bold, notes, pd.DataFrame(raw))
 
 
 
@@ -202,7 +210,8 @@ def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str,
     main row: the one nearest its preset's own samples an epoch (``own_samples``, as
     ``stand_ins``)."""
     exp = exp.assign(row=row_names(exp))
-    columns = ["pair", "method", "top-1 %", "Δ top-1 vs baseline", "train time", "speed-up ×", "top-1 ≥ baseline"]
+    m = metric_of(exp)
+    columns = ["pair", "method", f"{m} %", f"Δ {m} vs baseline", "train time", "speed-up ×", f"{m} ≥ baseline"]
     rows, raw, bold = [], [], set()
     is_base = (exp["row"] == baseline) | (exp["label"] == baseline)
     by_scale = exp[is_base].groupby("pair")["data_scale"].nunique().gt(1)
@@ -234,7 +243,7 @@ def speedup_table(exp: pd.DataFrame, baseline: str, dataset: str,
     if not rows:
         return None
     notes = [f"{dataset}: speed-up = the baseline's ({baseline}) train time / the method's; bold where the "
-             "method is faster at equal or better mean top-1."]
+             f"method is faster at equal or better mean {m}."]
     if main_rows:
         notes.append("Methods at a data scale the baseline did not run are set against its main row ("
                      + "; ".join(sorted(set(main_rows))) + ").")
@@ -355,9 +364,10 @@ def comparison_table(done: pd.DataFrame, compare: list[tuple[str, str]], margin:
                                      f"{row['equivalence'].sentence(*names)}")
     if not rows:
         return None
-    columns = ["pair", "A", "B", "top-1 A", "top-1 B", "A - B [95% CI]", "Welch t (df), p", "verdict",
+    m = metric_of(done[done["dataset"] == dataset])
+    columns = ["pair", "A", "B", f"{m} A", f"{m} B", "A - B [95% CI]", "Welch t (df), p", "verdict",
                f"TOST ±{margin:g}: p", "seeds for ±" + f"{margin:g}", "train time A/B", "total time A/B"]
-    notes = [f"{dataset}: final top-1 % over seeds, mean ± std [n]. Welch's t test (two-sided) of A - B with its "
+    notes = [f"{dataset}: final {m} % over seeds, mean ± std [n]. Welch's t test (two-sided) of A - B with its "
              f"t-based 95% interval; 'no detectable effect' where p >= 0.05. TOST: two one-sided Welch tests that "
              f"A - B lies within ±{margin:g} points (equivalence shown where p < 0.05). Seeds for ±{margin:g}: seeds "
              "per arm at which a true difference of that size is detected with 80% power, at these arms' stds. "
