@@ -633,4 +633,5 @@ def verify(dataset: str, arch: str, root=None, data_root=None, download: bool = 
     recorded = meta.get("top1")
     ok = recorded is not None and abs(measured - recorded) <= tolerance
     return {"dataset": data.name, "arch": arch, "path": str(ckpt), "sha256": meta.get("sha256"),
-            "recorded_top1": recorded, "measured_top1": round(measured, 4), "ok": ok}
+            "recorded_top1": recorded, "measured_top1": round(measured, 4), "ok": ok,
+            "metric": get_task(data.task).metric}

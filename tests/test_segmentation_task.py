@@ -17,7 +17,7 @@ from dfkd_bench.plan import plan_runs
 from dfkd_bench.registry import DATASETS
 from dfkd_bench.segmentation import IGNORE_INDEX, SHAPE_CLASSES
 from dfkd_bench.tasks import CLASSIFICATION, SEGMENTATION, dataset_task
-from dfkd_bench.teachers import Normalizer, TrainRecipe, evaluator_for, train_teacher
+from dfkd_bench.teachers import Normalizer, TrainRecipe, evaluator_for, train_teacher, verify
 
 TINY = "tiny-shapes"
 
@@ -97,6 +97,8 @@ def test_a_teacher_trained_on_shapes_beats_chance_miou(cache):
     assert meta["metric"] == "mIoU" and meta["top1"] == pytest.approx(scores["miou"], abs=1e-3)
     assert scores["miou"] > background / len(SHAPE_CLASSES) + 15  # 45.1 against 16.0 when written
     assert scores["pixel_accuracy"] > background - 1
+    checked = verify(TINY, "segnet_s", data=data)
+    assert checked["ok"] and checked["metric"] == "mIoU"
 
 
 @pytest.fixture()
