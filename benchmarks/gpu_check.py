@@ -43,7 +43,7 @@ from dfkd_bench import harness, store, syncs
 from dfkd_bench.augment import build_tiny_pipeline
 from dfkd_bench.config import resolve_device
 from dfkd_bench.data import load_dataset
-from dfkd_bench.events import RunObserver
+from dfkd_bench.events import StopAfter
 from dfkd_bench.plan import plan_runs
 from dfkd_bench.precision import cpu_bf16_support
 from dfkd_bench.registry import discover_methods
@@ -64,17 +64,6 @@ class Setting:
     max_synth_steps: int
     teacher_seconds: float
     data_root: str | None
-
-
-class StopAfter(RunObserver):
-    """Raises KeyboardInterrupt (as Ctrl-C would) once epoch ``epoch`` is checkpointed."""
-
-    def __init__(self, epoch: int):
-        self.stop_at = epoch
-
-    def epoch(self, epoch: int, record: dict) -> None:
-        if epoch == self.stop_at:
-            raise KeyboardInterrupt
 
 
 def precisions(device: torch.device) -> list[str]:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from .config import RunConfig
-from .models.registry_helpers import build_model
+from .models import build_model
 from .pairs import Pair
 
 GPU_SCALE = "GPU scale"  # how pairs.py labels the papers' large pairs (`dfkd-bench list`)

@@ -32,3 +32,15 @@ class RunObserver:
 
     def done(self, summary: RunSummary) -> None:
         """The run completed."""
+
+
+class StopAfter(RunObserver):
+    """Raises KeyboardInterrupt (as Ctrl-C would) once epoch ``epoch`` is checkpointed:
+    a stopped run for the resume checks of the tests and ``benchmarks/gpu_check.py``."""
+
+    def __init__(self, epoch: int):
+        self.at = epoch
+
+    def epoch(self, epoch: int, record: dict) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt

@@ -10,7 +10,7 @@ import torch
 from dfkd_bench import store
 from dfkd_bench.config import RunConfig
 from dfkd_bench.data import Normalizer, random_crop_flip
-from dfkd_bench.events import RunObserver
+from dfkd_bench.events import RunObserver, StopAfter  # noqa: F401 - the tests import it from here
 from dfkd_bench.method import MethodContext
 from dfkd_bench.models import build_model
 from dfkd_bench.plan import RunSpec, plan_runs
@@ -24,17 +24,6 @@ def smoke_spec(method: str, out, seed: int = 0, epochs: int | None = None, prese
     (spec,) = plan_runs([method], dataset="tiny", pair="cnn_s-cnn_s", preset=preset, seeds=[seed], epochs=epochs,
                         device="cpu", sets=changes, out=out)
     return spec
-
-
-class StopAfter(RunObserver):
-    """Raises KeyboardInterrupt (as Ctrl-C would) once epoch ``epoch`` is checkpointed."""
-
-    def __init__(self, epoch: int):
-        self.at = epoch
-
-    def epoch(self, epoch: int, record: dict) -> None:
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 class Recorder(RunObserver):
