@@ -32,12 +32,12 @@ def test_the_arms_keep_the_papers_step_ratios():
     assert {s.run.precision for s in a.values()} == {"fp32"} and {s.run.num_threads for s in a.values()} == {1}
     assert {s.run.batch_size for s in a.values()} == {64}
     f, s = a["F"], a["S"]
-    # Fast2: 400 KD steps an epoch (the paper's), 60 distillation epochs after 100 synthesis-only rounds
-    assert (f.run.warmup_epochs, f.run.epochs, f.run.steps_per_epoch(), total_steps(f)) == (100, 160, 400, 24000)
-    assert total_steps(a["F10"]) == 24000 and a["F10"].method_config.steps == 10
+    # Fast2: 400 KD steps an epoch (the paper's), 100 distillation epochs after 100 synthesis-only rounds
+    assert (f.run.warmup_epochs, f.run.epochs, f.run.steps_per_epoch(), total_steps(f)) == (100, 200, 400, 40000)
+    assert total_steps(a["F10"]) == 40000 and a["F10"].method_config.steps == 10
     # SSD-KD: a buffer of one twentieth of Fast2's draws an epoch, one pass: 20 steps an epoch
     assert s.run.data_scale * 20 == f.run.steps_per_epoch() * f.run.batch_size
-    assert (s.run.steps_per_epoch(), total_steps(s), total_steps(a["S2"])) == (20, 1200, 2400)
+    assert (s.run.steps_per_epoch(), total_steps(s), total_steps(a["S2"])) == (20, 2000, 4000)
     synth = s.method_config.synth_batch
     assert s.run.warmup_epochs * synth >= s.run.data_scale  # full before the first KD step
     assert synth / s.run.data_scale == 0.05  # 5 % of the buffer is new each round
@@ -46,8 +46,8 @@ def test_the_arms_keep_the_papers_step_ratios():
     assert draws == 20
     assert (s.method_config.task_target, a["S'"].method_config.task_target) == ("teacher", "random")
     n = a["N"].method_config
-    assert not (n.priority_sampling or n.difficulty or n.diversity) and total_steps(a["N"]) == 1200
-    assert a["R"].run.data_scale == 1280 and total_steps(a["R"]) == 1200  # real data, S's steps
+    assert not (n.priority_sampling or n.difficulty or n.diversity) and total_steps(a["N"]) == 2000
+    assert a["R"].run.data_scale == 1280 and total_steps(a["R"]) == 2000  # real data, S's steps
 
 
 def test_the_generator_resets_at_the_papers_share_of_the_distillation_epochs():
