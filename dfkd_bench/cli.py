@@ -152,7 +152,10 @@ def cmd_list(args) -> int:
     for col in ("pair", "teacher params", "student params", "note"):
         pairs.add_column(col)
     for name, pair in PAIRS.items():
-        pairs.add_row(name, *(f"{n:,}" for n in pair.parameter_counts()), pair.note)
+        try:
+            pairs.add_row(name, *(f"{n:,}" for n in pair.parameter_counts()), pair.note)
+        except UserError as exc:  # an optional extra not installed (deeplabv3_mbv2 needs smp)
+            pairs.add_row(name, "-", "-", f"{pair.note}; {exc}")
     console.print(pairs)
     data = Table(title="data sets")
     data.add_column("data set")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UserError
-from .registry import MODELS, PAIRS
+from .registry import DATASETS, MODELS, PAIRS
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ def _add(teacher: str, student: str, note: str, in_channels: int = 3) -> None:
 
 _add("cnn_m", "cnn_s", "embedded digits quickstart; seconds on a CPU", in_channels=1)
 _add("segnet_m", "segnet_s", "embedded shapes segmentation quickstart; a minute on a CPU")
+# SSD-KD's Table 3 pair (NYUv2), as in the Fast and DFAD reference code (models/deeplab.py).
+_add("deeplabv3_r50", "deeplabv3_mbv2", "paper pair (NYUv2 segmentation); GPU scale")
 # The five CIFAR pairs of the DFKD literature's tables (DeepInv, CMI, Fast, SSD-KD).
 _add("resnet34", "resnet18", "paper pair (CIFAR); GPU scale")
 _add("vgg11", "resnet18", "paper pair (CIFAR), cross-architecture; GPU scale")
@@ -48,15 +50,22 @@ _add("resnet20", "resnet8", "CPU scale (CIFAR): He et al.'s small CIFAR ResNets"
 _add("resnet32", "resnet8", "CPU reference study (CIFAR): a stronger teacher trained on a CPU")
 
 # The data set a run uses when none is given, and the pair it defaults to: the embedded
-# digits have their own; image data sets get the papers' pair on CUDA and the CPU-scale
-# pair elsewhere (resnet34 on a CPU takes hours an epoch).
+# digits and shapes and NYUv2 have their own; other image data sets get the papers' pair on
+# CUDA and the CPU-scale pair elsewhere (resnet34 on a CPU takes hours an epoch), and other
+# segmentation sets (segfolder:PATH) DeepLabV3 on CUDA and the small segnets elsewhere.
 DEFAULT_DATASET = "digits"
-DEFAULT_PAIR = {"digits": "cnn_m-cnn_s", "shapes": "segnet_m-segnet_s"}
+DEFAULT_PAIR = {"digits": "cnn_m-cnn_s", "shapes": "segnet_m-segnet_s", "nyuv2": "deeplabv3_r50-deeplabv3_mbv2"}
 DEFAULT_PAIR_BY_DEVICE = {"cuda": "resnet34-resnet18", "cpu": "resnet20-resnet8"}
+DEFAULT_SEGMENTATION_PAIR_BY_DEVICE = {"cuda": "deeplabv3_r50-deeplabv3_mbv2", "cpu": "segnet_m-segnet_s"}
 
 
 def default_pair(dataset: str, device_type: str = "cuda") -> str:
-    return DEFAULT_PAIR.get(dataset.split(":", 1)[0], DEFAULT_PAIR_BY_DEVICE.get(device_type, "resnet20-resnet8"))
+    kind = dataset.split(":", 1)[0]
+    if kind in DEFAULT_PAIR:
+        return DEFAULT_PAIR[kind]
+    segmentation = kind in DATASETS and getattr(DATASETS.get(kind), "task", "classification") == "segmentation"
+    by_device = DEFAULT_SEGMENTATION_PAIR_BY_DEVICE if segmentation else DEFAULT_PAIR_BY_DEVICE
+    return by_device.get(device_type, by_device["cpu"])
 
 
 def resolve_pair(name: str | None, dataset: str, device_type: str = "cuda") -> Pair:

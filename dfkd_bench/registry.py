@@ -23,9 +23,19 @@ BUILTIN_PACKAGES = ("dfkd_bench.methods", "dfkd_bench.baselines")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()):
         self.kind = kind
         self._items: dict[str, T] = {}
+        # Modules that register built-in entries, imported on the first look-up, so an entry
+        # defined in a module nothing else imports is still found (built-in data sets live
+        # in more than one module, and a module importing them all would be an import circle).
+        self._modules = modules
+
+    def _import_builtins(self) -> None:
+        if self._modules:
+            modules, self._modules = self._modules, ()
+            for module in modules:
+                importlib.import_module(module)
 
     def register(self, name: str, obj: T | None = None):
         """Register ``obj`` under ``name``; without ``obj`` returns a decorator."""
@@ -39,27 +49,32 @@ class Registry(Generic[T]):
         return add if obj is None else add(obj)
 
     def get(self, name: str) -> T:
+        self._import_builtins()
         if name not in self._items:
             known = ", ".join(sorted(self._items)) or "none"
             raise UserError(f"unknown {self.kind} {name!r}; known: {known}")
         return self._items[name]
 
     def __contains__(self, name: str) -> bool:
+        self._import_builtins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        self._import_builtins()
         return iter(sorted(self._items))
 
     def items(self):
+        self._import_builtins()
         return sorted(self._items.items())
 
     def names(self) -> list[str]:
+        self._import_builtins()
         return sorted(self._items)
 
 
 METHODS: Registry = Registry("method")
 MODELS: Registry[Callable] = Registry("model")
-DATASETS: Registry[Callable] = Registry("data set")
+DATASETS: Registry[Callable] = Registry("data set", modules=("dfkd_bench.data", "dfkd_bench.segdata"))
 PAIRS: Registry = Registry("pair")
 
 # One line per outside plugin that failed to load; the CLI prints them as warnings.

@@ -70,6 +70,10 @@ class TrainRecipe:
         if name == "shapes":
             # A minute or two on a CPU for segnet_m (measured in the README's Segmentation section).
             return cls(epochs=20, batch_size=64, lr=0.05)
+        if name.split(":", 1)[0] == "nyuv2":
+            # DFAD's train_teacher_seg.py for DeepLabV3 on NYUv2: SGD lr 0.1, momentum 0.9,
+            # weight decay 5e-4, batch 16, 200 epochs (its 795 images make 50 steps an epoch).
+            return cls(epochs=200, batch_size=16, lr=0.1)
         # CIFAR-10/100 and ImageFolder data sets: the standard recipe above.
         return cls()
 
@@ -348,10 +352,11 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _head_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the classifier (the last Linear), whose first dimension is the
-    class count."""
+    """State-dict keys of the classifier, whose first dimension is the class count: the
+    last Linear, or in a net without one (a per-pixel classifier) the last convolution."""
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return {f"{linears[-1]}.weight", f"{linears[-1]}.bias"} if linears else set()
+    heads = linears or [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return {f"{heads[-1]}.weight", f"{heads[-1]}.bias"} if heads else set()
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], arch: str, source: Path,
@@ -463,7 +468,7 @@ def training_state_path(dataset: str, arch: str, root=None) -> Path:
 def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: TrainRecipe | None = None,
                   root=None, seed: int = 0, progress: Progress | None = None, eval_every: int = 0,
                   resumable: bool = True, precision: str = "auto",
-                  init_from: Path | None = None) -> tuple[nn.Module, dict]:
+                  init_from: Path | None = None, model_options: dict | None = None) -> tuple[nn.Module, dict]:
     """Train ``arch`` on ``data`` with ``recipe`` (default: the data set's) and record it
     in the zoo. With ``init_from`` (a checkpoint of the same architecture, read
     weights-only) training starts from those weights instead of a fresh initialisation
@@ -474,7 +479,9 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     default) the training state is kept after every epoch (``training_state_path``) and
     a killed training resumes where it stopped, to the same weights; it is removed once
     the teacher is saved. The metadata records the curve, epoch by epoch, the precision
-    (``precision``, resolved as a run's) and the thread count."""
+    (``precision``, resolved as a run's) and the thread count. ``model_options`` go to the
+    architecture's builder (``{"pretrained_backbone": True}``: fine-tune from ImageNet
+    weights) and are recorded too."""
     recipe = recipe or TrainRecipe.for_dataset(data.name)
     precision = resolve_precision(precision, device, fp16=False)[0]
     state_path = training_state_path(data.name, arch, root) if resumable else None
@@ -484,6 +491,8 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
     init = _init_record(init_from) if init_from is not None else None
     if init is not None:
         key["init_from"] = init["sha256"]
+    if model_options:
+        key["model_options"] = dict(model_options)
     curve: list[dict] = []
 
     def record(event: str, info: dict) -> None:
@@ -494,7 +503,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(arch, data.num_classes, data.image_shape[0])
+        model = build_model(arch, data.num_classes, data.image_shape[0], **(model_options or {}))
         if init is not None:
             load_weights(model, load_state_dict_file(init_from), arch, init_from, data.name)
         top1 = train_supervised(model, data, recipe, device, record, eval_every, precision, state_path=state_path,
@@ -506,6 +515,7 @@ def train_teacher(data: DataBundle, arch: str, device: torch.device, recipe: Tra
              "train_seconds": round(sum(e["seconds"] + e.get("eval_seconds", 0.0) for e in history), 1),
              "curve": [_rounded(e) for e in history], "metric": get_task(data.task).metric,
              **({"init_from": init} if init is not None else {}),
+             **({"model_options": dict(model_options)} if model_options else {}),
              **_normalization_record("dataset", data.mean, data.std)}
     save_teacher(model, data.name, arch, top1, dataclasses.asdict(recipe), root, extra=extra)
     if state_path is not None:
@@ -587,7 +597,8 @@ def import_teacher(path: str | Path, dataset: str, arch: str, root=None, data_ro
                    normalization: str | None = None) -> dict:
     """Copy a checkpoint in the public layout (a dict whose ``state_dict`` holds the
     weights, or a bare state dict) into the zoo after loading it strictly and measuring
-    its test top-1 under ``normalization`` (``parse_normalization``; default: the public
+    its test score in the data set's task's metric (top-1; mIoU for segmentation, recorded
+    as ``metric``) under ``normalization`` (``parse_normalization``; default: the public
     checkpoints' values for CIFAR, else the data set's), which is recorded with it and
     used by every run with it. Nothing in the file is executed (``weights_only``
     loading). Returns the recorded metadata."""
@@ -612,7 +623,7 @@ def verify(dataset: str, arch: str, root=None, data_root=None, download: bool = 
            device: torch.device = torch.device("cpu"), data: DataBundle | None = None,
            tolerance: float = 0.1) -> dict:
     """Check a zoo teacher: its file's sha256 against the metadata, a strict load, and
-    its test top-1 re-measured against the recorded one (within ``tolerance`` points,
+    its test score (top-1, or mIoU for segmentation) re-measured against the recorded one (within ``tolerance`` points,
     for the odd image that flips between devices). Returns recorded and measured top-1
     and ``ok``; a missing or damaged teacher is a UserError."""
     data = data or load_dataset(dataset, data_root, download, cache=root)

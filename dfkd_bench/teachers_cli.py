@@ -15,7 +15,9 @@ from .errors import UserError
 from .paths import cache_dir
 from .precision import PRECISIONS
 from .precision import resolve as resolve_precision
+from .models.registry_helpers import model_options
 from .registry import DATASETS, MODELS
+from .tasks import TASKS, dataset_task
 from .teachers import (TrainRecipe, default_import_normalization, import_teacher, list_teachers, teacher_metadata,
                        teacher_paths, train_teacher, training_state_path, verify)
 
@@ -36,13 +38,17 @@ def add_teachers_parser(subparsers) -> None:
                     help="override the recipe's epochs (the schedule follows the shorter run)")
     tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, metavar="N",
-                    help="measure test top-1 every N epochs (default 1; the last epoch always)")
+                    help="measure the test score (top-1, or mIoU) every N epochs (default 1; the last epoch always)")
     tr.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp16"], default="auto",
                     help="the forward passes' precision, as run.precision (default auto: bf16 where the device "
                          "runs it natively, else fp32); recorded in the teacher's metadata")
     tr.add_argument("--init-from", default=None, metavar="PATH",
                     help="start from this checkpoint's weights (same architecture; read weights-only) and run the "
                          "recipe's schedule again, a warm restart; its sha256 and metadata go into the teacher's")
+    tr.add_argument("--pretrained-backbone", action="store_true",
+                    help="start the backbone from its ImageNet weights, downloaded where the machine can (architectures "
+                         "with the option: deeplabv3_r50, deeplabv3_mbv2); recorded in the teacher's metadata")
+    _task_option(tr)
     tr.add_argument("--force", action="store_true", help="replace a teacher already in the zoo")
     tr.add_argument("--restart", action="store_true",
                     help="discard the state of an interrupted training of this teacher and start over (by default "
@@ -57,9 +63,10 @@ def add_teachers_parser(subparsers) -> None:
                     help="the input normalisation the checkpoint was trained with, recorded and used by every run "
                          "with it: 'public' (the shared public checkpoints' values; default for cifar10/cifar100), "
                          "'dataset' (the data set's own statistics; default elsewhere) or 'M,M,M/S,S,S'")
+    _task_option(im)
     im.set_defaults(func=cmd_import)
 
-    ve = sub.add_parser("verify", help="check a teacher's sha256 and re-measure its test top-1")
+    ve = sub.add_parser("verify", help="check a teacher's sha256 and re-measure its test score (top-1, or mIoU)")
     _teacher_options(ve)
     ve.set_defaults(func=cmd_verify)
 
@@ -77,10 +84,22 @@ def _teacher_options(p) -> None:
     _cache_option(p)
 
 
+def _task_option(p) -> None:
+    p.add_argument("--task", choices=sorted(TASKS), default=None,
+                   help="a check only: the data set decides its task (shapes, nyuv2 and segfolder:PATH are "
+                        "segmentation, the rest classification), and a --task that disagrees stops with exit code 2; "
+                        "the score is the task's metric (top-1, or mIoU)")
+
+
 def _check_names(args) -> None:
     DATASETS.get(args.dataset.split(":", 1)[0])
     if not args.arch.startswith("timm:"):
         MODELS.get(args.arch)
+    task = getattr(args, "task", None)
+    if task is not None and dataset_task(args.dataset) != task:
+        actual = dataset_task(args.dataset)
+        raise UserError(f"--task {task}: data set {args.dataset} is a {actual} set, and a data set decides its task; "
+                        f"leave --task out or pass --task {actual}")
 
 
 def _load_data(args):
@@ -98,7 +117,7 @@ def _refuse_existing(data_name: str, args, verb: str) -> None:
     meta = teacher_metadata(data_name, args.arch, args.cache_dir)
     ckpt, _ = teacher_paths(data_name, args.arch, args.cache_dir)
     if ckpt.exists() and not args.force:
-        top1 = f", top-1 {meta['top1']:.2f}%" if meta and meta.get("top1") is not None else ""
+        top1 = f", {meta.get('metric', 'top-1')} {meta['top1']:.2f}%" if meta and meta.get("top1") is not None else ""
         raise UserError(f"the zoo already has a {args.arch} teacher for {data_name} ({ckpt}{top1}); "
                         f"pass --force to {verb} a new one")
 
@@ -154,6 +173,11 @@ def cmd_train(args) -> int:
     init_from = Path(args.init_from).expanduser() if args.init_from else None
     if init_from is not None and not init_from.is_file():
         raise UserError(f"--init-from {init_from}: no such checkpoint file")
+    options = {"pretrained_backbone": True} if args.pretrained_backbone else {}
+    if options and "pretrained_backbone" not in model_options(args.arch):
+        with_it = [m for m in MODELS.names() if "pretrained_backbone" in model_options(m)]
+        raise UserError(f"--pretrained-backbone: architecture {args.arch} has no pretrained backbone to load; "
+                        f"those that do: {', '.join(with_it)}")
     device = _device(args)
     data = _load_data(args)
     _refuse_existing(data.name, args, "train")
@@ -165,12 +189,14 @@ def cmd_train(args) -> int:
         state.unlink(missing_ok=True)
     console.print(f"training {args.arch} on {data.name} ({data.source or 'built in'}; "
                   f"{len(data.train_labels):,} images) on {device} in {resolve_precision(args.precision, device)[0]}: "
-                  f"{recipe.summary()}{f'; from the weights of {init_from}' if init_from else ''}; "
+                  f"{recipe.summary()}{f'; from the weights of {init_from}' if init_from else ''}"
+                  f"{'; backbone from its ImageNet weights' if options else ''}; "
                   f"state kept in {state}")
     with progress_bar() as bar:
         progress = TeacherProgress(bar, args.arch, recipe.epochs, state=str(state))
         _, meta = train_teacher(data, args.arch, device, recipe, args.cache_dir, args.seed, progress,
-                                args.eval_every, precision=args.precision, init_from=init_from)
+                                args.eval_every, precision=args.precision, init_from=init_from,
+                                model_options=options)
     ckpt, _ = teacher_paths(data.name, args.arch, args.cache_dir)
     console.print(f"saved {args.arch} teacher for {data.name}: test {meta.get('metric', 'top-1')} {meta['top1']:.2f}% "
                   f"in {meta['train_seconds']:.0f} s -> {ckpt}")

@@ -10,7 +10,6 @@ import torch
 
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import build_model, count_parameters
-from dfkd_bench.models.segnet import SEGMENTATION_MODELS
 from dfkd_bench.models.generator import GENERATORS, Generator, reinit_layers
 from dfkd_bench.registry import MODELS
 
@@ -30,14 +29,18 @@ def _built(name: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_forward_backward_and_features(name):
+    for package in getattr(MODELS.get(name), "requires", ()):  # an optional extra's models
+        pytest.importorskip(package)
     torch.manual_seed(0)
     c, s = _input_spec(name)
     model = _built(name).train()
     model.zero_grad(set_to_none=True)
     logits, feats = model(torch.randn(2, c, s, s), return_features=True)
-    if name in SEGMENTATION_MODELS:  # per-pixel logits at the input's resolution, the last feature map
+    if getattr(MODELS.get(name), "task", "classification") == "segmentation":
+        # per-pixel logits at the input's resolution; the map the classifier reads, at the net's stride
+        side = s // getattr(MODELS.get(name), "feature_stride", 1)
         assert logits.shape == (2, 10, s, s)
-        assert feats.ndim == 4 and feats.shape[0] == 2 and feats.shape[2:] == (s, s)
+        assert feats.ndim == 4 and feats.shape[0] == 2 and feats.shape[2:] == (side, side)
     else:
         assert logits.shape == (2, 10)
         assert feats.ndim == 2 and feats.shape[0] == 2

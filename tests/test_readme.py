@@ -57,7 +57,7 @@ def test_ci_runs_the_readme_set_up_and_test_commands():
     ci = {line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()}
     readme = README.read_text()
     commands = first_bash_block(readme, "## Set up") + first_bash_block(readme, "## Test")
-    assert commands == ['pip install -c constraints-cpu.txt -e ".[dev,slurm,dda]"', "pytest"]
+    assert commands == ['pip install -c constraints-cpu.txt -e ".[dev,slurm,dda,seg]"', "pytest"]
     assert [c for c in commands if c not in ci] == []
 
 

@@ -60,3 +60,7 @@ def segnet_m(num_classes: int = 5, in_channels: int = 3) -> nn.Module:
 def segnet_s(num_classes: int = 5, in_channels: int = 3) -> nn.Module:
     """Student for ``shapes``: widths 8-16-32, one conv-BN-ReLU layer a stage."""
     return SegNet((8, 16, 32), 1, num_classes, in_channels)
+
+
+for _builder in (segnet_m, segnet_s):
+    _builder.task = "segmentation"  # logits per pixel (tests read it, as they read a data set's)
