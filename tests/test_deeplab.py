@@ -45,20 +45,30 @@ def test_deeplabv3_gives_logits_per_pixel_at_the_input_resolution(name):
         assert model(torch.randn(1, 3, 36, 44)).shape == (1, NUM_CLASSES, 36, 44)
 
 
-def test_a_library_checkpoint_has_our_models_keys_so_it_imports_as_it_is():
+def test_the_teacher_has_torchvisions_keys_so_its_checkpoints_import_as_they_are():
     from torchvision.models.segmentation import deeplabv3_resnet50
 
     with torch.device("meta"):  # names and shapes only
         library = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False)
     ours = _built("deeplabv3_r50").state_dict()
     assert {k: v.shape for k, v in library.state_dict().items()} == {k: v.shape for k, v in ours.items()}
+
+
+def test_the_student_is_the_references_mobilenetv2_to_its_320_channel_stage_under_a_deeplab_head():
     _needs("deeplabv3_mbv2")
-    import segmentation_models_pytorch as smp
+    from segmentation_models_pytorch import encoders
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
     with torch.device("meta"):
-        library = smp.DeepLabV3(encoder_name="mobilenet_v2", encoder_weights=None, classes=NUM_CLASSES)
-    ours = _built("deeplabv3_mbv2").state_dict()
-    assert {k: v.shape for k, v in library.state_dict().items()} == {k: v.shape for k, v in ours.items()}
+        encoder = encoders.get_encoder("mobilenet_v2", weights=None, output_stride=8).state_dict()
+        head = DeepLabHead(320, NUM_CLASSES).state_dict()
+    expected = {f"encoder.{k}": v.shape for k, v in encoder.items() if not k.startswith("features.18.")}
+    expected.update({f"classifier.{k}": v.shape for k, v in head.items()})
+    model = _built("deeplabv3_mbv2")
+    assert {k: v.shape for k, v in model.state_dict().items()} == expected
+    assert not any(getattr(m, "out_channels", 0) == 1280 for m in model.modules())  # MobileNetV2's last 1x1 conv
+    # the references' count (their backbone is MobileNetV2's features[:-1]); smp's own DeepLabV3 has 12,651,021
+    assert count_parameters(model) == 5_111_821
 
 
 def test_the_paper_pair_is_registered_and_the_segmentation_sets_default_to_it():
@@ -69,9 +79,8 @@ def test_the_paper_pair_is_registered_and_the_segmentation_sets_default_to_it():
     # another segmentation set: DeepLabV3 on CUDA, the small segnets on a CPU; classification unchanged
     assert default_pair("segfolder:/x", "cuda") == PAIR and default_pair("segfolder:/x", "cpu") == "segnet_m-segnet_s"
     assert default_pair("imagefolder:/x", "cpu") == "resnet20-resnet8"
-    # torchvision's counts for 13 classes without the auxiliary head, and the student far smaller
+    # torchvision's count for 13 classes without the auxiliary head
     assert count_parameters(_built("deeplabv3_r50")) == 39_636_813
-    assert count_parameters(_built("deeplabv3_mbv2")) == 12_651_021
 
 
 def test_the_teachers_pretrained_backbone_loads_torchvisions_imagenet_weights(monkeypatch):
@@ -106,7 +115,9 @@ def test_the_students_pretrained_backbone_loads_smps_imagenet_encoder(monkeypatc
     model = build_model("deeplabv3_mbv2", NUM_CLASSES, pretrained_backbone=True)
     encoder = model.encoder.state_dict()
     assert ("smp-hub/mobilenet_v2.imagenet", "model.safetensors") in asked
-    assert all(torch.equal(encoder[k], imagenet[k]) for k in imagenet)
+    assert set(imagenet) - set(encoder) == {"features.18.0.weight", *(f"features.18.1.{k}" for k in (
+        "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}  # the 1x1 conv left out
+    assert all(torch.equal(encoder[k], imagenet[k]) for k in encoder)
 
 
 def _unreachable(*args, **kwargs):

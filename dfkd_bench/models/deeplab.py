@@ -3,17 +3,23 @@ rather than written here: ``deeplabv3_r50`` (teacher) and ``deeplabv3_mbv2`` (st
 
 - ``deeplabv3_r50``: torchvision's ``deeplabv3_resnet50`` (ResNet-50 dilated to output
   stride 8, ASPP rates 12/24/36, no auxiliary FCN head), the references' teacher.
-- ``deeplabv3_mbv2``: segmentation_models_pytorch's ``DeepLabV3`` with a ``mobilenet_v2``
-  encoder (output stride 8, ASPP rates 12/24/36, 256 decoder channels). The paper's student
-  is DeepLabV3-MobileNetV2 (the Fast and DFAD reference code's ``deeplabv3_mobilenet``,
-  whose rows SSD-KD's Table 3 reprints), so the architecture match decides against
-  torchvision's ``deeplabv3_mobilenet_v3_large``, a different backbone (MobileNetV3, with
-  squeeze-excitation and hard-swish) with different capacity and cost; the smp encoder is
-  torchvision's MobileNetV2 layer for layer. One difference from the references' copy:
-  smp keeps MobileNetV2's last 1x1 convolution (320 -> 1280 channels) before the ASPP,
-  where the references feed the 320-channel map; 2.2% more parameters for the student.
-  smp is an optional extra (``pip install -e ".[seg]"``); it is imported only when the
-  student is built, and its absence is a one-line error.
+- ``deeplabv3_mbv2``: the references' DeepLabV3-MobileNetV2 (the Fast and DFAD code's
+  ``deeplabv3_mobilenet``, whose rows SSD-KD's Table 3 reprints), put together from library
+  parts: segmentation_models_pytorch's ``mobilenet_v2`` encoder (torchvision's MobileNetV2
+  layer for layer, dilated by smp to output stride 8, ImageNet weights from smp) up to its
+  320-channel stage, under torchvision's ``DeepLabHead`` (ASPP rates 12/24/36, 256
+  channels), as the references build it. 5.1 M parameters at 13 classes, as theirs.
+
+Why this student: the paper's architecture decides it. torchvision's
+``deeplabv3_mobilenet_v3_large`` is another backbone (MobileNetV3: squeeze-excitation,
+hard-swish; 11.0 M parameters), and smp's ready-made ``DeepLabV3(encoder_name=
+"mobilenet_v2")`` feeds its ASPP from MobileNetV2's last 1x1 convolution (320 -> 1280
+channels, the ImageNet classifier's input), which makes a 12.7 M-parameter student, two and
+a half times the references' (their backbone drops that layer). So the encoder is smp's,
+which dilates MobileNetV2 and ships its ImageNet weights, that layer is left out, and the
+head is torchvision's, the one the references' head copies (their ASPP's dropout is 0.1,
+torchvision's 0.5). smp is an optional extra (``pip install -e ".[seg]"``), imported only
+when the student is built; its absence is a one-line error.
 
 Both return logits N x C x H x W at the input's resolution (bilinear upsampling of the
 stride-8 map, as torchvision does), for any input size, and with ``return_features`` the
@@ -35,6 +41,7 @@ from ..errors import UserError
 from ..registry import MODELS
 
 SMP_PACKAGE = "segmentation_models_pytorch"
+STUDENT_CHANNELS = 320  # MobileNetV2's last inverted-residual stage, what the references' ASPP reads
 TEACHER_WEIGHTS = "torchvision ResNet50_Weights.IMAGENET1K_V1"
 STUDENT_WEIGHTS = "segmentation_models_pytorch mobilenet_v2 'imagenet' encoder weights (smp-hub/mobilenet_v2.imagenet)"
 
@@ -89,20 +96,22 @@ class TorchvisionDeepLabV3(_Segmenter):
         return self.classifier[-1](features)
 
 
-class SmpDeepLabV3(_Segmenter):
-    """smp's ``DeepLabV3`` (encoder, decoder, segmentation head, under smp's names, so its
-    state dict is smp's) without its input-size check, since the upsampling to the input's
-    size is done here."""
+class MobileNetV2DeepLabV3(_Segmenter):
+    """smp's dilated MobileNetV2 encoder (its last, 320-channel stage) under torchvision's
+    ``DeepLabHead``: every layer of ``classifier`` but the last gives the features."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, encoder: nn.Module, classifier: nn.Module):
         super().__init__()
-        self.encoder, self.decoder, self.segmentation_head = model.encoder, model.decoder, model.segmentation_head
+        self.encoder, self.classifier = encoder, classifier
 
     def features(self, x):
-        return self.decoder(self.encoder(x))
+        x = self.encoder(x)[-1]  # smp encoders return every stage's map; the head reads the last
+        for layer in list(self.classifier)[:-1]:
+            x = layer(x)
+        return x
 
     def classify(self, features):
-        return self.segmentation_head[0](features)  # then upsampling and activation, identities here
+        return self.classifier[-1](features)
 
 
 @MODELS.register("deeplabv3_r50")
@@ -129,13 +138,14 @@ def deeplabv3_r50(num_classes: int = 13, in_channels: int = 3, pretrained_backbo
 
 @MODELS.register("deeplabv3_mbv2")
 def deeplabv3_mbv2(num_classes: int = 13, in_channels: int = 3, pretrained_backbone: bool = False) -> nn.Module:
-    """DeepLabV3-MobileNetV2 (segmentation_models_pytorch): the SSD-KD/Fast/DFAD segmentation student."""
+    """DeepLabV3-MobileNetV2 (smp encoder, torchvision head): the SSD-KD/Fast/DFAD segmentation student."""
     try:
-        import segmentation_models_pytorch as smp
         from segmentation_models_pytorch import encoders as smp_encoders
     except ImportError:
         raise UserError(f"deeplabv3_mbv2 needs the {SMP_PACKAGE} package: pip install -e \".[seg]\" "
                         f"(or pip install {SMP_PACKAGE})") from None
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
     weights = None
     if pretrained_backbone:
         settings = smp_encoders.encoders["mobilenet_v2"]["pretrained_settings"]["imagenet"]
@@ -144,9 +154,12 @@ def deeplabv3_mbv2(num_classes: int = 13, in_channels: int = 3, pretrained_backb
                         for f in ("config.json", "model.safetensors")],
                STUDENT_WEIGHTS, "deeplabv3_mbv2", "the Hugging Face cache, ~/.cache/huggingface/hub")
         weights = "imagenet"
-    model = smp.DeepLabV3(encoder_name="mobilenet_v2", encoder_weights=weights, encoder_output_stride=8,
-                          in_channels=in_channels, classes=num_classes)
-    return SmpDeepLabV3(model)
+    encoder = smp_encoders.get_encoder("mobilenet_v2", in_channels=in_channels, depth=5, weights=weights,
+                                       output_stride=8)
+    # The references' backbone stops at the 320-channel stage: MobileNetV2's last 1x1
+    # convolution (to 1280 channels, its classifier's input) is not part of it.
+    encoder.features[-1] = nn.Identity()
+    return MobileNetV2DeepLabV3(encoder, DeepLabHead(STUDENT_CHANNELS, num_classes, atrous_rates=(12, 24, 36)))
 
 
 for _builder in (deeplabv3_r50, deeplabv3_mbv2):
