@@ -6,7 +6,12 @@ the end (a pool method's final pool), and a small fixed sample of those images.
 (int64), ``confidence`` (float32, the teacher's top softmax probability), ``sample_images``
 (uint8 N x C x H x W, back in pixel space), ``sample_classes`` (int64) and ``class_names``
 (str). ``diagnostics.json`` is its readable summary: class counts, the normalised entropy
-of the class distribution (1 = balanced) and confidence quantiles. The harness writes
+of the class distribution (1 = balanced) and confidence quantiles.
+
+Segmentation (dense logits): ``class_histograms`` (float32 N x C) holds each image's share
+of pixels in each teacher class; ``classes`` is each image's most frequent pixel class and
+``confidence`` its mean pixel confidence, so the per-image figures read the same; the
+summary's ``pixel_class_share`` and its entropy are over every pixel of the pool. The harness writes
 both when a run completes; methods do nothing for it.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from .data import Normalizer
+from .tasks import class_histograms
 from .store import atomic_write_bytes, atomic_write_json
 
 DIAGNOSTICS = "diagnostics.npz"
@@ -30,15 +36,24 @@ QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 @torch.no_grad()
-def teacher_view(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's predicted class and confidence for normalised ``images``."""
-    classes, confidence = [], []
+def teacher_view(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The teacher's predicted class and confidence for normalised ``images``, and for a
+    dense teacher each image's class histogram (None for a classifier); see the module
+    docstring."""
+    classes, confidence, histograms = [], [], []
     for i in range(0, len(images), batch_size):
         probs = teacher(images[i:i + batch_size]).float().softmax(dim=1)
         top = probs.max(dim=1)
+        if probs.dim() == 4:
+            hist = class_histograms(top.indices, probs.shape[1])
+            histograms.append(hist.cpu())
+            classes.append(hist.argmax(1).cpu())
+            confidence.append(top.values.flatten(1).mean(1).cpu())
+            continue
         classes.append(top.indices.cpu())
         confidence.append(top.values.cpu())
-    return torch.cat(classes), torch.cat(confidence)
+    return torch.cat(classes), torch.cat(confidence), torch.cat(histograms) if histograms else None
 
 
 def sample_indices(n: int, k: int = SAMPLE_SIZE) -> torch.Tensor:
@@ -55,9 +70,10 @@ def to_pixels(images: torch.Tensor, normalizer: Normalizer) -> torch.Tensor:
 
 def pool_diagnostics(teacher: nn.Module, images: torch.Tensor, normalizer: Normalizer,
                      class_names: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    classes, confidence = teacher_view(teacher, images)
+    classes, confidence, histograms = teacher_view(teacher, images)
     idx = sample_indices(len(images))
-    return {"classes": classes.numpy().astype(np.int64), "confidence": confidence.numpy().astype(np.float32),
+    dense = {} if histograms is None else {"class_histograms": histograms.numpy().astype(np.float32)}
+    return {**dense, "classes": classes.numpy().astype(np.int64), "confidence": confidence.numpy().astype(np.float32),
             "sample_images": to_pixels(images[idx.to(images.device)], normalizer).numpy(),
             "sample_classes": classes[idx].numpy().astype(np.int64),
             "class_names": np.array(list(class_names), dtype=str)}
@@ -66,9 +82,16 @@ def pool_diagnostics(teacher: nn.Module, images: torch.Tensor, normalizer: Norma
 def summarize(arrays: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]:
     classes, confidence = arrays["classes"], arrays["confidence"]
     counts = np.bincount(classes, minlength=num_classes)
-    share = counts[counts > 0] / max(1, counts.sum())
+    dense = {}
+    if "class_histograms" in arrays:  # segmentation: the entropy of the pixels' classes
+        pixels = arrays["class_histograms"].astype(np.float64).sum(0)
+        dense = {"pixel_class_share": [round(float(v), 4) for v in pixels / max(pixels.sum(), 1e-12)]}
+        counts_for_entropy = pixels
+    else:
+        counts_for_entropy = counts
+    share = counts_for_entropy[counts_for_entropy > 0] / max(1e-12, counts_for_entropy.sum())
     entropy = float(-(share * np.log(share)).sum() / math.log(num_classes)) if num_classes > 1 and len(share) else 0.0
-    return {"samples": int(len(classes)), "class_counts": counts.tolist(),
+    return {"samples": int(len(classes)), "class_counts": counts.tolist(), **dense,
             "class_names": arrays["class_names"].tolist(), "normalised_entropy": round(entropy, 4),
             "confidence_mean": round(float(confidence.mean()), 4) if len(confidence) else None,
             "confidence_quantiles": {str(q): round(float(np.quantile(confidence, q)), 4) for q in QUANTILES}

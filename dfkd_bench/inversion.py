@@ -90,8 +90,9 @@ def bn_loss(hooks: list[BNStatsHook]) -> torch.Tensor:
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float,
             reduction: str = "batchmean") -> torch.Tensor:
-    """``KL(softmax(t/T) || softmax(s/T)) * T^2``; ``reduction='none'`` gives one value
-    per sample (priority replay weights them)."""
+    """``KL(softmax(t/T) || softmax(s/T)) * T^2`` over the class dimension (dimension 1),
+    the mean over samples (and pixels, for dense logits); ``reduction='none'`` gives one
+    value per prediction: per sample, or per pixel (N x H x W; ``per_image`` averages it)."""
     log_p_s = F.log_softmax(student_logits / T, dim=1)
     # The teacher's log-probabilities, not its probabilities: a generator's step takes this
     # loss's gradient through the teacher's logits, and where a probability underflows to 0
@@ -139,18 +140,35 @@ def watched_bn(model: nn.Module):
             h.remove()
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the class dimension with every prediction a row: N x C for a
+    classifier's logits, (N * H * W) x C for a dense one's (each pixel a prediction: the
+    segmentation reading of the class-based terms below)."""
+    p = F.softmax(logits, dim=1)
+    return p.movedim(1, -1).reshape(-1, p.shape[1]) if p.dim() > 2 else p
+
+
+def per_image(values: torch.Tensor) -> torch.Tensor:
+    """One value per image: a per-pixel map (N x H x W) averaged over its pixels; per-image
+    values unchanged."""
+    return values.flatten(1).mean(1) if values.dim() > 1 else values
+
+
 def information_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
     """DAFL's balance term: minus the entropy of the batch-mean prediction, so
-    minimising it pushes the classes towards uniform use."""
-    p = F.softmax(logits, dim=1).mean(dim=0)
+    minimising it pushes the classes towards uniform use. For dense logits the mean is
+    over every pixel of the batch (the classes' pixel shares pushed towards uniform)."""
+    p = class_probabilities(logits).mean(dim=0)
     return (p * p.clamp_min(1e-12).log()).sum()
 
 
 def top_class_share(logits: torch.Tensor) -> torch.Tensor:
-    """The share of a batch in its most frequent predicted class: about 1/C for a
-    class-balanced batch, 1 when a generator has collapsed onto one class."""
-    counts = torch.bincount(logits.detach().argmax(1), minlength=logits.shape[1])
-    return counts.max().float() / logits.shape[0]
+    """The share of a batch (of its pixels, for dense logits) in its most frequent
+    predicted class: about 1/C for a class-balanced batch, 1 when a generator has
+    collapsed onto one class."""
+    classes = logits.detach().argmax(1).flatten()
+    counts = torch.bincount(classes, minlength=logits.shape[1])
+    return counts.max().float() / classes.numel()
 
 
 def random_targets(n: int, num_classes: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -186,7 +204,8 @@ def roll_flip(x: torch.Tensor, max_shift: int) -> torch.Tensor:
 def adversarial_kl_agree(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     """Fast-N's adversarial term, to be *minimised* by the generator: minus the KL between
     teacher and student, counted only on samples where both predict the same class (so
-    the generator is not rewarded for pushing samples across the teacher's boundary)."""
+    the generator is not rewarded for pushing samples across the teacher's boundary).
+    Dense logits: per pixel, each pixel counted where the two agree on it."""
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
     kl = kd_loss(student_logits, teacher_logits, T, reduction="none") / (T * T)
     # Masked mean over the whole batch, as the reference implementation: the term

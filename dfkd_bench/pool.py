@@ -212,8 +212,15 @@ class PriorityReplay(SamplePool):
         prio.copy_(torch.where(counts > 0, sums / counts.clamp_min(1), prio))  # in place: a view of the store
 
     def class_share(self, classes: torch.Tensor) -> torch.Tensor:
-        """For each class in ``classes``, the share of the buffer whose teacher class
-        equals it (the diversity factor of SSD-KD's Eq. 3 is one minus this)."""
-        if self.teacher_classes is None or not len(self):
-            return torch.zeros(classes.shape[0], device=classes.device)
-        return (self.teacher_classes[None, :] == classes[:, None].to(self.teacher_classes.device)).float().mean(1).to(classes.device)
+        """For each class id in ``classes`` (any shape: per sample, or per pixel), the share
+        of the buffer whose teacher class equals it (the diversity factor of SSD-KD's Eq. 3
+        is one minus this). Items recorded as class histograms (N x C, a segmentation
+        buffer's) count by their pixel shares: the share of the buffer's pixels in the class."""
+        held = self.teacher_classes
+        if held is None or not len(self):
+            return torch.zeros(classes.shape, device=classes.device)
+        if held.dim() == 2:
+            return held.mean(0)[classes.to(held.device)].to(classes.device)
+        flat = classes.reshape(-1).to(held.device)
+        share = (held[None, :] == flat[:, None]).float().mean(1)
+        return share.reshape(classes.shape).to(classes.device)

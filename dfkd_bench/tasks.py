@@ -7,7 +7,8 @@ data set's task (``DataBundle.task``) and never branch on the task's name.
 - ``Segmentation``: targets are label maps (uint8, N x H x W, ``IGNORE_INDEX`` for
   unlabelled pixels); per-pixel cross-entropy ignoring them; mIoU and pixel accuracy from
   a confusion matrix. Crop and flip move the label map with its image, and the pixels
-  the padding brings in are unlabelled.
+  the padding brings in are unlabelled. A random one-hot target is a random class map
+  (``random_targets``).
 
 A metric is accumulated as a tensor of counts on the device (``batch_counts``, summed
 over batches) and read once (``scores``), so no step waits for the host.
@@ -54,6 +55,19 @@ class Classification:
     def subset(self, labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
         return balanced_subset(labels, n, num_classes, seed)
 
+    def random_targets(self, n: int, num_classes: int, size: tuple[int, int], device: torch.device | str,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A synthesis round's random one-hot targets (DeepInversion's, Fast's): one class
+        per image, drawn on the CPU (the methods' random stream) and moved."""
+        return torch.randint(num_classes, (n,), generator=generator).to(device)
+
+    def teacher_classes(self, logits: torch.Tensor) -> torch.Tensor:
+        """What a sample buffer records of each image's teacher class: its class id."""
+        return logits.argmax(1)
+
+
+TARGET_GRID = 2  # cells a side of a random class map (Segmentation.random_targets)
+
 
 class Segmentation(Classification):
     """One class id per pixel; ``IGNORE_INDEX`` marks unlabelled pixels."""
@@ -89,6 +103,20 @@ class Segmentation(Classification):
         so there is no class balance to keep)."""
         return torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
+    def random_targets(self, n, num_classes, size, device, generator=None):
+        """Random class maps, the segmentation reading of a random one-hot target (the
+        papers give none): each image a ``TARGET_GRID`` x ``TARGET_GRID`` layout of
+        random classes, upsampled (nearest) to ``size``, so a target asks for regions of
+        classes, as a label map has, not for per-pixel noise no image could match."""
+        cells = torch.randint(num_classes, (n, 1, TARGET_GRID, TARGET_GRID), generator=generator)
+        maps = F.interpolate(cells.float(), size=tuple(size), mode="nearest")[:, 0].long()
+        return maps.to(device)
+
+    def teacher_classes(self, logits):
+        """Each image's class histogram: the share of its pixels the teacher assigns to
+        each class (N x C, float32, rows summing to 1)."""
+        return class_histograms(logits.argmax(1), logits.shape[1])
+
 
 CLASSIFICATION, SEGMENTATION = Classification(), Segmentation()
 TASKS = {t.name: t for t in (CLASSIFICATION, SEGMENTATION)}
@@ -107,6 +135,15 @@ def dataset_task(dataset: str) -> str:
     from .registry import DATASETS
 
     return getattr(DATASETS.get(dataset.split(":", 1)[0]), "task", CLASSIFICATION.name)
+
+
+def class_histograms(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per image (``classes``: N x H x W class ids), the share of its pixels in each class,
+    N x C: one ``bincount`` over image-offset ids, no one-hot tensor of N x H x W x C."""
+    n = classes.shape[0]
+    offsets = torch.arange(n, device=classes.device)[:, None] * num_classes
+    counts = torch.bincount((classes.reshape(n, -1) + offsets).flatten(), minlength=n * num_classes)
+    return counts.reshape(n, num_classes).float() / max(1, classes[0].numel())
 
 
 def balanced_subset(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:

@@ -62,9 +62,12 @@ class DFAD(AdversarialGame):
     """Data-Free Adversarial Distillation (Fang et al., arXiv 2019).
 
     Both players use the mean absolute difference of teacher and student logits: the
-    generator maximises it, the student minimises it (the run's T is not used)."""
+    generator maximises it, the student minimises it (the run's T is not used). On
+    segmentation (DFAD's own paper has it) the mean runs over every pixel's logits, as its
+    segmentation code's; nothing in the game is class-based."""
 
     name = "dfad"
+    tasks = ("classification", "segmentation")
     config_cls = DFADConfig
     presets = {
         # The DFAD authors' CIFAR script (resnet34->resnet18; REFERENCE.md lists no DFAD

@@ -11,6 +11,13 @@ drawn after it; no sample pool.
 Temperature: the reference code's student loss silently ran at T=1 (its KD criterion
 is replaced for the online methods), so the published figure comes from T=1, and so
 does the ``paper`` preset; ``paper-t20`` is the T=20 the reference settings name.
+
+Segmentation (issue 34; the paper has none, the SSD-KD paper's Table 3 has a DAFL row, so
+these are choices): every pixel's prediction is a prediction. The one-hot term is the
+per-pixel CE against the teacher's own pixel argmax; the balance term the entropy of the
+batch's mean pixel prediction (the classes' pixel shares pushed towards uniform); the
+activation term the mean |feature| of the teacher's last feature map (its
+``return_features``).
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ class DAFLConfig:
 @register_method
 class DAFL(OnlineGeneratorMethod):
     name = "dafl"
+    tasks = ("classification", "segmentation")
     config_cls = DAFLConfig
     presets = {
         # Reference CIFAR-10 settings (REFERENCE.md), the same for every pair the

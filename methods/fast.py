@@ -26,6 +26,12 @@ settings; for another pair set its adv and oh, e.g. ``--set adv=1.1 --set oh=0.4
 (wrn40_2 -> wrn16_1/wrn40_1/wrn16_2) or ``--set adv=1.0`` (vgg11 -> resnet18).
 ``fastN-cpu`` keep N's step sizes on a budget of about 10 minutes on 2 CPU cores for a
 small 32x32 pair (resnet20-resnet8, wrn16_2-wrn16_1).
+
+Segmentation (issue 34; the papers give no reading, so these are choices): the teacher's
+dense logits make every term per pixel. The BN term is unchanged (it never saw a label);
+a random target is a random class map (``tasks.Segmentation.random_targets``: a 2 x 2
+layout of random classes a image) and the one-hot term is the per-pixel CE against it;
+the adversarial KL counts the pixels where teacher and student agree.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for, random_targets
+from dfkd_bench.inversion import KeepBest, adversarial_kl_agree, bn_hooks, bn_loss, generator_for
 from dfkd_bench.method import SMOKE_RUN, Batch, Method, register_method
 from dfkd_bench.models.generator import reinit_all, reinit_layers
 
@@ -89,6 +95,7 @@ class Fast(Method):
     """Up to 100x Faster Data-Free Knowledge Distillation (Fang et al., AAAI 2022)."""
 
     name = "fast"
+    tasks = ("classification", "segmentation")
     config_cls = FastConfig
     presets = {**{f"fast{n}": _variant(n, z, g, **_PAPER) for n, (z, g) in _STEPS.items()},
                **{f"fast{n}-cpu": _variant(n, z, g, **_CPU) for n, (z, g) in _STEPS.items()},
@@ -110,7 +117,7 @@ class Fast(Method):
         self.round += 1
         self.start_round()
         z = torch.randn(cfg.synth_batch, cfg.nz, device=ctx.device, requires_grad=True)
-        targets = random_targets(cfg.synth_batch, ctx.num_classes, ctx.device)
+        targets = ctx.task.random_targets(cfg.synth_batch, ctx.num_classes, ctx.image_shape[1:], ctx.device)
         optimizer = torch.optim.Adam([{"params": self.fast_generator.parameters()},
                                       {"params": [z], "lr": cfg.lr_z}], lr=cfg.lr_g, betas=(0.5, 0.999))
         use_adv = cfg.adv > 0 and self.round >= ctx.run.warmup_epochs

@@ -48,6 +48,16 @@ Importance weights: Eq. 5 as printed (``is_norm="none"``). Dividing by the buffe
 maximum (``"buffer"``, prioritised replay's habit, the default before issue 12) measured
 mean weights of 0.03-0.10 and SSD-KD 6-13 points behind Fast2 for that alone
 (reports/cpu-baseline.md); ``beta_final`` sets where beta's annealing ends.
+
+Segmentation (issue 34; the paper's Table 3 runs SSD-KD on NYUv2 but gives no dense
+reading, so these are choices): phi is per pixel, from the teacher's pixel-wise
+prediction: ``(1 - the buffer's pixel share of the pixel's class) * (1 - the pixel's
+confidence)^gamma``, weighting the per-pixel task CE (a focal loss per pixel, as dense
+focal losses are); the buffer records each image's class histogram of the teacher's
+pixel predictions (``tasks.Segmentation.teacher_classes``) for the class shares. Priorities
+and the KD loss the IS weights multiply are per image, the mean over its pixels (the
+buffer samples images, not pixels). ``task_target=random`` targets are Fast's random class
+maps.
 """
 from __future__ import annotations
 
@@ -58,7 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.config import NonNegativeFloat, PositiveFloat, PositiveInt
-from dfkd_bench.inversion import kd_loss, train_mode_keeping_bn_statistics
+from dfkd_bench.inversion import kd_loss, per_image, train_mode_keeping_bn_statistics
 from dfkd_bench.method import SMOKE_RUN, Batch, register_method
 from dfkd_bench.pool import PriorityReplay
 
@@ -121,6 +131,7 @@ class SSDKD(Fast):
     """Small Scale Data-Free Knowledge Distillation (Liu et al., CVPR 2024)."""
 
     name = "ssdkd"
+    tasks = ("classification", "segmentation")
     config_cls = SSDKDConfig
     data_scale_means = "its replay buffer size |B|"
     run_defaults = {"data_scale": 1280}  # digits quickstart: 10 synthesis rounds of 128 fill the buffer
@@ -143,9 +154,9 @@ class SSDKD(Fast):
 
     # --- inversion: phi(x) * L_Task ------------------------------------------------
     def phi(self, t_out: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Eq. 3 for each sample against the current buffer, for the class ``labels`` and
-        the teacher's probability of it (default: its argmax and confidence); 1 where a
-        term is off."""
+        """Eq. 3 for each sample (each pixel, for dense logits) against the current buffer,
+        for the class ``labels`` and the teacher's probability of it (default: its argmax
+        and confidence); 1 where a term is off."""
         prob = F.softmax(t_out.detach().float(), dim=1)
         confidence, cls = prob.max(dim=1)
         if labels is not None:
@@ -177,11 +188,11 @@ class SSDKD(Fast):
             if self.cfg.new_priority == "refresh":
                 view = ctx.augment(batch.images)
                 with train_mode_keeping_bn_statistics(ctx.student):
-                    priority = kd_loss(ctx.student(view), ctx.teacher(view), 1.0, reduction="none")
+                    priority = per_image(kd_loss(ctx.student(view), ctx.teacher(view), 1.0, reduction="none"))
             else:
-                priority = kd_loss(ctx.student(batch.images), t_out, 1.0, reduction="none")
+                priority = per_image(kd_loss(ctx.student(batch.images), t_out, 1.0, reduction="none"))
         batch.meta["priority"] = priority  # Eq. 4 with w_{-1} = 1
-        batch.meta["teacher_class"] = t_out.argmax(1)
+        batch.meta["teacher_class"] = ctx.task.teacher_classes(t_out)
         logs["phi_mean"] = self.task_phi(t_out, batch.labels)[1].mean().item()  # the phi the task term uses
         logs["priority_new"] = priority.mean().item()
         return batch, logs
@@ -206,10 +217,10 @@ class SSDKD(Fast):
         with torch.no_grad():
             t = self.ctx.teacher(batch.images)
         s = self.ctx.student(batch.images)
-        per_sample = kd_loss(s, t, self.ctx.run.T, reduction="none")
+        per_sample = per_image(kd_loss(s, t, self.ctx.run.T, reduction="none"))
         weights = batch.meta.get("is_weight", torch.ones_like(per_sample))
         loss = (weights * per_sample).mean()
-        kl = kd_loss(s.detach(), t, 1.0, reduction="none")
+        kl = per_image(kd_loss(s.detach(), t, 1.0, reduction="none"))
         batch.meta["refreshed"] = weights * kl  # Eq. 4: IS weight times KL, the sampled items' new priority
         return {"loss": loss, "kd": per_sample.mean().detach(), "is_weight": weights.mean(),
                 "kl_refresh": kl.mean(), "priority_refresh": batch.meta["refreshed"].mean()}

@@ -1,6 +1,6 @@
 """Segmentation as a task of the one harness (issue 34): label maps move with their images,
 the embedded ``shapes`` set is registered and deterministic, a teacher trains on it, the
-real-data baselines run end to end with mIoU recorded, the data-free methods are refused
+real-data baselines run end to end with mIoU recorded, a method without a segmentation reading is refused
 at plan time and the report names the metric."""
 from __future__ import annotations
 
@@ -126,8 +126,8 @@ def test_kd_and_scratch_run_end_to_end_with_miou(shapes_zoo, tmp_path):
 
 
 def test_a_data_free_method_is_refused_for_segmentation_in_one_line(tmp_path, capsys):
-    with pytest.raises(UserError, match="method fast does not support segmentation yet"):
-        plan_runs(["fast2"], dataset="shapes", device="cpu", out=tmp_path / "r")
+    with pytest.raises(UserError, match="method cmi does not support segmentation yet"):
+        plan_runs(["cmi"], dataset="shapes", device="cpu", out=tmp_path / "r")
     code = main(["run", "--methods", "kd,deepinv", "--dataset", "shapes", "--device", "cpu",
                  "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
