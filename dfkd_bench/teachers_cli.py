@@ -229,7 +229,8 @@ def cmd_verify(args) -> int:
     result = verify(args.dataset, args.arch, args.cache_dir, args.data_root, args.download, _device(args))
     recorded = "-" if result["recorded_top1"] is None else f"{result['recorded_top1']:.2f}%"
     text = (f"{result['arch']} teacher for {result['dataset']}: sha256 {result['sha256'][:12]} matches, "
-            f"test {result['metric']} {result['measured_top1']:.2f}% (recorded {recorded})")
+            f"test {result['metric']} {result['measured_top1']:.2f}% (recorded {recorded}; "
+            f"{result['note'] or result['precision']})")
     if result["ok"]:
         console.print(f"ok: {text}")
         return 0

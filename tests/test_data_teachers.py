@@ -603,3 +603,28 @@ def test_a_teachers_metadata_caveat_is_said_once_a_process(tiny_zoo, tiny_data, 
     for _ in range(3):  # a grid's runs share one teacher: the warning is not repeated per run
         get_or_train_teacher(tiny_data, "cnn_s", torch.device("cpu"), announce=said.append)
     assert len(said) == 1 and "records no data fingerprint" in said[0]
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_verify_remeasures_at_the_recorded_precision(cache, tmp_path, tiny_data, monkeypatch, native_bf16):
+    """A teacher whose score was recorded in bf16 is re-measured in bf16 where the device
+    has it natively, else in fp32 with a note (a bf16 score is not an fp32 one)."""
+    from dfkd_bench import teachers
+    from dfkd_bench.precision import FastPath
+    from dfkd_bench.store import atomic_write_json, read_json
+
+    ckpt = tmp_path / "t.pt"
+    model = trained_cnn_s()
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    import_teacher(ckpt, "tiny", "cnn_s", data=tiny_data)
+    _, meta_path = teacher_paths("tiny", "cnn_s")
+    norm = teachers.teacher_normalizer(read_json(meta_path), tiny_data, torch.device("cpu"))
+    scores = {p: teachers.evaluator_for(tiny_data, norm, FastPath("cpu", p)).score(model.eval()) for p in ("bf16", "fp32")}
+    atomic_write_json(meta_path, {**read_json(meta_path), "precision": "bf16", "top1": scores["bf16"]})
+    monkeypatch.setattr(teachers, "resolve_precision",
+                        lambda *a, **k: ("bf16" if native_bf16 else "fp32", ""))
+    result = verify("tiny", "cnn_s", data=tiny_data)
+    expected = "bf16" if native_bf16 else "fp32"
+    assert result["precision"] == expected and result["measured_top1"] == round(scores[expected], 4)
+    assert bool(result["note"]) is not native_bf16
+    assert result["ok"] == (abs(scores[expected] - scores["bf16"]) <= (0.1 if native_bf16 else 1.0))
