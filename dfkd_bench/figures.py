@@ -518,29 +518,39 @@ def _class_name(names: np.ndarray, c: int) -> str:
     return str(names[c]) if c < len(names) else str(c)
 
 
+def class_shares(arrays: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+    """The share of a pool in each teacher class: of its images (classification), or of
+    its pixels (segmentation: the mean of the images' class histograms)."""
+    if "class_histograms" in arrays:
+        return arrays["class_histograms"].astype(np.float64).mean(0)[:num_classes]
+    return np.bincount(arrays["classes"], minlength=num_classes) / max(1, len(arrays["classes"]))
+
+
 def _histograms(arrays: dict[str, np.ndarray], title: str, style: Style) -> Figure:
     classes, confidence, names = arrays["classes"], arrays["confidence"], arrays["class_names"]
     num_classes = max(len(names), int(classes.max()) + 1 if len(classes) else 0)
+    dense = "class_histograms" in arrays
     fig = _figure(WIDE_IN, 2.5)
     by_class, by_conf = fig.subplots(1, 2, width_ratios=(3, 2))
-    counts = np.bincount(classes, minlength=num_classes)
+    counts = class_shares(arrays, num_classes) * (1 if dense else len(classes))
     by_class.bar(np.arange(num_classes), counts, color=style.color, width=0.8)
-    by_class.axhline(len(classes) / num_classes, color="#555555", linestyle="--", linewidth=0.8,
+    by_class.axhline((1 if dense else len(classes)) / num_classes, color="#555555", linestyle="--", linewidth=0.8,
                      label="balanced")
     by_class.legend(loc="best", frameon=False)
     if num_classes <= 20:
         by_class.set_xticks(np.arange(num_classes), [_class_name(names, c) for c in range(num_classes)],
                             rotation=45 if len(names) else 0, ha="right" if len(names) else "center",
                             rotation_mode="anchor")
-    by_class.set_xlabel("teacher's predicted class")
-    by_class.set_ylabel("images")
+    by_class.set_xlabel("teacher's predicted class" + (" of each pixel" if dense else ""))
+    by_class.set_ylabel("share of the pool's pixels" if dense else "images")
     by_class.grid(axis="x", visible=False)
     by_conf.hist(confidence, bins=np.linspace(0, 1, 21), color=style.color)
     by_conf.axvline(float(confidence.mean()), color="#555555", linestyle="--", linewidth=0.8,
                     label=f"mean {confidence.mean():.2f}")
     by_conf.legend(loc="best", frameon=False)
     by_conf.set_xlim(0, 1)
-    by_conf.set_xlabel("teacher's confidence (top softmax probability)")
+    by_conf.set_xlabel("teacher's " + ("mean pixel confidence per image" if dense
+                                       else "confidence (top softmax probability)"))
     by_conf.set_ylabel("images")
     fig.suptitle(textwrap.fill(title, 150), fontsize=7.5)
     return fig
@@ -636,7 +646,7 @@ def _synthetic_data_comparison(done: pd.DataFrame, out_dir: Path, styles: dict[s
         for key, exp, run, arrays in sorted(shown, key=lambda s: s[0]):
             style = styles[exp.label]
             classes, confidence = arrays["classes"], arrays["confidence"]
-            share = np.bincount(classes, minlength=num_classes) / len(classes)
+            share = class_shares(arrays, num_classes)
             by_class.plot(np.arange(num_classes), share, color=style.color, marker=style.marker)
             counts, _ = np.histogram(confidence, bins=bins)
             by_conf.stairs(counts / len(confidence), bins, color=style.color, linewidth=1.2)
@@ -651,8 +661,9 @@ def _synthetic_data_comparison(done: pd.DataFrame, out_dir: Path, styles: dict[s
         by_class.set_xticks(np.arange(num_classes), [_class_name(names_of, c) for c in range(num_classes)],
                             rotation=45 if len(names_of) else 0, ha="right" if len(names_of) else "center",
                             rotation_mode="anchor")
-        by_class.set_xlabel("teacher's predicted class (dashed: balanced)")
-        by_class.set_ylabel("share of the final pool")
+        dense = any("class_histograms" in a for *_, a in shown)
+        by_class.set_xlabel("teacher's predicted class" + (" of each pixel" if dense else "") + " (dashed: balanced)")
+        by_class.set_ylabel("share of the final pool" + ("'s pixels" if dense else ""))
         by_class.set_ylim(bottom=0)
         by_class.grid(axis="x", visible=False)
         by_conf.set_xlim(0, 1)

@@ -127,3 +127,19 @@ def test_table3_methods_run_end_to_end_on_segmentation(shapes_teacher, tmp_path,
         assert (arrays["classes"] == hist.argmax(1)).all()
         summary_json = json.loads((run_dir / diagnostics.DIAGNOSTICS_SUMMARY).read_text())
         assert len(summary_json["pixel_class_share"]) == 5 and 0 <= summary_json["normalised_entropy"] <= 1
+
+
+def test_pool_figures_draw_pixel_class_shares_for_segmentation(tmp_path):
+    from dfkd_bench.figures import Style, _histograms, class_shares
+
+    hist = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25]], dtype=np.float32)
+    arrays = {"class_histograms": hist, "classes": np.array([0, 0]), "confidence": np.array([0.9, 0.6], np.float32),
+              "class_names": np.array(["bg", "disc", "square"])}
+    assert class_shares(arrays, 3).tolist() == [0.75, 0.125, 0.125]
+    plain = {**arrays}
+    del plain["class_histograms"]
+    assert class_shares(plain, 3).tolist() == [1.0, 0.0, 0.0]  # per image: both images' class is 0
+    fig = _histograms(arrays, "t", Style(color="#000000", marker="o"))
+    by_class = fig.axes[0]
+    assert [p.get_height() for p in by_class.patches] == pytest.approx([0.75, 0.125, 0.125])
+    assert by_class.get_ylabel() == "share of the pool's pixels"
