@@ -307,6 +307,11 @@ class RealFeed(Feed):
         run = self.env.ctx.run
         return run.steps_per_epoch() if run.data_scale else math.ceil(len(self.labels) / run.batch_size)
 
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        # the real images it trains on, in each epoch's record as a pool's size is (the
+        # report's training data scale, Table 3's "795 NYUv2")
+        return {"real_samples": float(len(self.labels))}
+
     def next_batch(self, epoch: int) -> tuple[Batch, dict[str, float]]:
         if self.perm is None or self.pos >= len(self.perm):
             self.perm, self.pos = torch.randperm(len(self.labels)).to(self.labels.device), 0

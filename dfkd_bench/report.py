@@ -10,6 +10,7 @@ import pandas as pd
 
 from . import store, tables
 from .errors import UserError
+from .runs import GROUP as GROUP_KEYS
 from .runs import completed_runs, experiments, preset_samples_per_epoch, run_settings, safe, teachers_of
 from .summary import RunSummary
 
@@ -334,7 +335,10 @@ def dataset_section(sec: Sections, runs: pd.DataFrame, exp: pd.DataFrame, datase
     """One data set's tables: the paper layout, costs, a ranking per pair, and the
     speed-up and comparison tables where asked for."""
     env = tables.environment_note(environments(runs["path"]))
-    made = {"table": tables.paper_table(exp, teachers_of(runs), dataset), "costs": tables.cost_table(exp, dataset)}
+    made = {"table": tables.paper_table(exp, teachers_of(runs), dataset)}
+    if tables.metric_of(exp) == "mIoU":  # a segmentation data set: the SSD-KD paper's Table 3 layout too
+        made["table3"] = tables.table3(with_training_data(runs, exp), teachers_of(runs), dataset)
+    made["costs"] = tables.cost_table(exp, dataset)
     pairs = sorted(exp["pair"].unique())
     for pair in pairs:
         kind = "ranking" if len(pairs) == 1 else f"ranking__{safe(pair)}"
@@ -354,6 +358,38 @@ def dataset_section(sec: Sections, runs: pd.DataFrame, exp: pd.DataFrame, datase
         if t is not None:
             t.notes.append(env)
             sec.table(f"{kind}__{safe(dataset)}", t)
+
+
+def training_data(row) -> tuple[str | None, int | None]:
+    """What one run trained on, from its records (``tables.TRAINING_DATA``'s kinds): real
+    images (the last epoch record's ``real_samples``), a pool's or buffer's final
+    ``pool_size``, or for an online method distillation epochs x steps x batch size (its
+    summary and config); (None, None) where the records do not say."""
+    from .method import ONLINE
+    from .registry import METHODS, discover_methods
+
+    path = Path(row["path"])
+    records = store.RunDir(path.parent, path.name).read_metrics()
+    for key, kind in (("real_samples", "real"), ("pool_size", "buffer" if row["data_scale"] else "pool")):
+        found = next((r[key] for r in reversed(records) if isinstance(r.get(key), (int, float))), None)
+        if found is not None:
+            return kind, int(found)
+    discover_methods()
+    settings = row["settings"]
+    if row["method"] in METHODS and METHODS.get(row["method"]).mode == ONLINE and "run.batch_size" in settings:
+        epochs = settings.get("run.epochs", row["epochs"]) - settings.get("run.warmup_epochs", 0)
+        return "online", int(epochs * row["steps_per_epoch"] * settings["run.batch_size"])
+    return None, None
+
+
+def with_training_data(runs: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
+    """``exp`` with each experiment's ``data_kind`` and ``data_samples`` (its seeds' largest)."""
+    found = pd.DataFrame([training_data(r) for _, r in runs.iterrows()], columns=["data_kind", "data_samples"],
+                         index=runs.index)
+    per_run = pd.concat([runs[GROUP_KEYS], found], axis=1)
+    agg = per_run.groupby(GROUP_KEYS, dropna=False).agg(data_kind=("data_kind", "first"),
+                                                        data_samples=("data_samples", "max")).reset_index()
+    return exp.merge(agg, on=GROUP_KEYS, how="left")
 
 
 def figures_section(sec: Sections, shown: list) -> None:

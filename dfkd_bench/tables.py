@@ -168,6 +168,75 @@ def paper_table(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Tabl
 
 
 
+def compact_count(n) -> str:
+    """A sample count as the SSD-KD paper's Table 3 writes it: ``795``, ``2,000``, ``17K``,
+    ``960K``, ``4.8M``."""
+    n = int(n)
+    if n < 10_000:
+        return f"{n:,}"
+    if n < 1_000_000:
+        return f"{n / 1e3:.0f}K"
+    return f"{n / 1e6:.1f}".removesuffix(".0") + "M"
+
+
+# What a Table 3 row's training data is: real images, or synthetic samples held in a pool, a
+# capped buffer (a data scale), or made fresh for every student step (online).
+TRAINING_DATA = {"real": "{n} {dataset}", "pool": "{n} synthetic (pool)", "buffer": "{n} synthetic (buffer)",
+                 "online": "{n} synthetic (online)"}
+
+
+def table3(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:
+    """The SSD-KD paper's Table 3 layout for one (segmentation) data set: per experiment its
+    method, training data scale, mean ± std of the final metric over seeds and train time.
+    ``exp`` carries ``data_kind`` (a key of ``TRAINING_DATA``, or None where the records do not
+    say) and ``data_samples`` per experiment. Rows: Teacher, Student (scratch), KD, then the
+    data-free methods from the largest training data scale down (the paper's order: DFAD 960K,
+    Fast10 17K, SSD-KD 16K); a pair column only where the data set has several pairs."""
+    exp = exp.assign(row=row_names(exp), ref=is_reference(exp))
+    pairs = sorted(exp["pair"].unique())
+    metric = metric_of(exp)
+    columns = (["pair"] if len(pairs) > 1 else []) + ["method", "training data", f"{metric} %", "train time"]
+    rows, raw = [], []
+    real = exp[(exp["data_kind"] == "real") & (exp["data_scale"] == 0)]["data_samples"].dropna()
+    teacher_data = real.max() if len(real) else None
+
+    def data_cell(kind, n) -> str:
+        if kind not in TRAINING_DATA or n is None or pd.isna(n):
+            return MISSING
+        return TRAINING_DATA[kind].format(n=compact_count(n), dataset=dataset)
+
+    def add(pair, name, kind, n, mean, std, seeds, seconds):
+        cells = [name, data_cell(kind, n),
+                 MISSING if mean is None or pd.isna(mean) else
+                 (f"{mean:.2f}" if seeds is None else f"{_accuracy(mean, std, seeds)} [{int(seeds)}]"),
+                 MISSING if seconds is None else format_seconds(seconds)]
+        rows.append(([pair] if len(pairs) > 1 else []) + cells)
+        raw.append({"pair": pair, "method": name, "data_kind": kind,
+                    "data_samples": None if n is None or pd.isna(n) else int(n), f"{metric}_mean": mean,
+                    f"{metric}_std": std, "seeds": seeds, "train_seconds": seconds})
+
+    order = {"scratch": 0, "kd": 1}  # the paper's Student, then KD
+    for pair in pairs:
+        here = exp[exp["pair"] == pair]
+        t = teachers[teachers["pair"] == pair]
+        t_score = t["top1"].iloc[0] if len(t) else None
+        add(pair, f"Teacher ({t['teacher'].iloc[0]})" if len(t) else "Teacher", "real", teacher_data, t_score,
+            None, None, None)
+        refs = here[here["ref"]].assign(_o=lambda d: d["method"].map(lambda m: order.get(m, 2)))
+        free = here[~here["ref"]].assign(_n=lambda d: -d["data_samples"].fillna(-1))
+        for r in [*refs.sort_values(["_o", "row"]).itertuples(index=False),
+                  *free.sort_values(["_n", "row"]).itertuples(index=False)]:
+            add(pair, r.row, r.data_kind, r.data_samples, r.top1_mean, r.top1_std, r.seeds, r.train_seconds)
+    notes = [f"{dataset}: the SSD-KD paper's Table 3 layout. Training data: real training images ('N {dataset}', "
+             "the whole train split or a --data-scale subset), or the synthetic samples the student learnt from: a "
+             "pool's final size (every sample made), a buffer's final size (SSD-KD's |B|, its data scale), or for "
+             "an online method (a fresh batch every student step) distillation steps x batch size. The paper's "
+             "DFAD '960K' counts DFAD's generator batches (300 x 50 x 64); at its 5 student steps a batch the "
+             f"student's count is 4.8M. {metric}: final test {metric} %, mean ± std over seeds [n]; train time: "
+             f"{TIME_NOTE}. Teacher: the zoo's measured {metric}, trained on the train split."]
+    return Table(f"Table 3 layout, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
+
+
 def cost_table(exp: pd.DataFrame, dataset: str) -> Table:
     """Per experiment: mean seconds per phase, train and total seconds, training FLOPs,
     images through teacher and student (forward and backward), peak memory."""
