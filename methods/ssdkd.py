@@ -135,9 +135,10 @@ _SSD_CPU = {**_CPU, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "data_scale": 256}
 # The reset at the same share of the distillation epochs (148 of 246 -> 138 of 230).
 _SSD_NYUV2 = {**_NYUV2, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "epochs": 250, "reset_round": 138,
               "data_scale": 16000}
-# shapes: fast10-shapes's structure in the same way, 16 rounds of 32 making the 512 of |B|.
-_SSD_SHAPES = {**_SHAPES, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "epochs": 16, "reset_round": 7,
-               "data_scale": 512}
+# shapes: fast10-shapes's structure in the same way, 11 rounds of 16 making the 176 of |B|
+# (ceil(176 / 32) = 6 student steps an epoch, as fast10-shapes's).
+_SSD_SHAPES = {**_SHAPES, "steps": 2, "lr_z": 0.015, "lr_g": 5e-3, "epochs": 11, "reset_round": 5,
+               "data_scale": 176}
 
 
 @register_method
