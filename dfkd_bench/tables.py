@@ -232,7 +232,7 @@ def table3(exp: pd.DataFrame, teachers: pd.DataFrame, dataset: str) -> Table:
              "pool's final size (every sample made), a buffer's final size (SSD-KD's |B|, its data scale), or for "
              "an online method (a fresh batch every student step) distillation steps x batch size. The paper's "
              "DFAD '960K' counts DFAD's generator batches (300 x 50 x 64); at its 5 student steps a batch the "
-             f"student's count is 4.8M. {metric}: final test {metric} %, mean ± std over seeds [n]; train time: "
+             f"student's count is 4.8M. {metric}: final test {metric} %, mean ± std over seeds [n]; "
              f"{TIME_NOTE}. Teacher: the zoo's measured {metric}, trained on the train split."]
     return Table(f"Table 3 layout, {dataset}", columns, rows, set(), notes, pd.DataFrame(raw))
 
