@@ -8,22 +8,10 @@ import pytest
 import torch
 
 from dfkd_bench.cli import main
-from dfkd_bench.data import DataBundle, load_dataset, shapes_bundle
+from dfkd_bench.data import load_dataset
 from dfkd_bench.models import build_model
-from dfkd_bench.registry import DATASETS
 from dfkd_bench.teachers import Normalizer, evaluator_for, teacher_metadata, teacher_paths
-
-TINY = "tiny-seg-zoo"
-
-
-def tiny_seg(name: str = TINY, root=None, download: bool = False) -> DataBundle:
-    """32 train and 16 test 16 x 16 shapes images: a teacher trains on it in seconds."""
-    return shapes_bundle(32, 16, 16, name=TINY)
-
-
-tiny_seg.task = "segmentation"
-if TINY not in DATASETS:
-    DATASETS.register(TINY, tiny_seg)
+from tests.test_segmentation_task import TINY  # registers the tiny shapes set
 
 
 def _cli(capsys, *argv) -> tuple[int, str, str]:
@@ -65,7 +53,7 @@ def test_a_segmentation_checkpoint_for_another_class_count_is_named_in_one_line(
     code, _, err = _cli(capsys, "teachers", "import", str(path), "--dataset", TINY, "--arch", "segnet_m",
                         "--device", "cpu")
     assert code == 2 and len(err.splitlines()) == 1
-    assert "is a 7-class segnet_m (classifier.weight has shape (7, 16, 1, 1)), but tiny-seg-zoo has 5 classes" in err
+    assert "is a 7-class segnet_m (classifier.weight has shape (7, 16, 1, 1)), but tiny-shapes has 5 classes" in err
     assert not teacher_paths(TINY, "segnet_m")[0].exists()
 
 
