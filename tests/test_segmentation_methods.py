@@ -113,7 +113,7 @@ def shapes_teacher(cache):
     return cache
 
 
-@pytest.mark.parametrize("method", ["fast", "ssdkd", "dfad", "dafl"])
+@pytest.mark.parametrize("method", ["fast", "ssdkd", "dfad", "dafl", "noise"])
 def test_table3_methods_run_end_to_end_on_segmentation(shapes_teacher, tmp_path, method):
     spec = plan_runs([method], dataset=TINY, pair="segnet_m-segnet_s", preset="smoke", device="cpu",
                      sets={"precision": "fp32"}, out=tmp_path / "runs")[0]
