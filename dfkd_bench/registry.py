@@ -23,8 +23,12 @@ BUILTIN_PACKAGES = ("dfkd_bench.methods", "dfkd_bench.baselines")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, modules: tuple[str, ...] = ()):
+    def __init__(self, kind: str, modules: tuple[str, ...] = (), loader: Callable[[], None] | None = None):
         self.kind = kind
+        # What registers the built-in entries, run on the first look-up (``loader``: the
+        # methods' discovery, so ``plan_runs`` works from a fresh interpreter, not only
+        # after the CLI has discovered them).
+        self._loader = loader
         self._items: dict[str, T] = {}
         # Modules that register built-in entries, imported on the first look-up, so an entry
         # defined in a module nothing else imports is still found (built-in data sets live
@@ -36,6 +40,9 @@ class Registry(Generic[T]):
             modules, self._modules = self._modules, ()
             for module in modules:
                 importlib.import_module(module)
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            loader()
 
     def register(self, name: str, obj: T | None = None):
         """Register ``obj`` under ``name``; without ``obj`` returns a decorator."""
@@ -72,7 +79,7 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
 
-METHODS: Registry = Registry("method")
+METHODS: Registry = Registry("method", loader=lambda: discover_methods())
 MODELS: Registry[Callable] = Registry("model")
 DATASETS: Registry[Callable] = Registry("data set", modules=("dfkd_bench.data", "dfkd_bench.segdata"))
 PAIRS: Registry = Registry("pair")

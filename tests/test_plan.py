@@ -255,3 +255,18 @@ def test_cli_data_scale_grid_parses_and_rejects_bad_lists(capsys):
     assert main(["run", "--methods", "kd", "--data-scale", "12,x"]) == 2
     err = capsys.readouterr().err
     assert "--data-scale '12,x': expected comma-separated positive integers" in err and len(err.splitlines()) == 1
+
+
+def test_the_python_api_plans_from_a_fresh_interpreter(tmp_path):
+    """README's Python API: ``plan_runs`` finds the built-in methods without the CLI having
+    discovered them first (it said "unknown method 'fast'; known: none")."""
+    import subprocess
+    import sys
+
+    code = ("from dfkd_bench.plan import plan_runs; "
+            f"print([s.label for s in plan_runs(['fast2', 'ssdkd:cpu'], dataset='digits', device='cpu', "
+            f"out={str(tmp_path / 'r')!r})])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['fast-fast2', 'ssdkd-cpu']"
+    assert not (tmp_path / "r").exists()  # planning writes nothing

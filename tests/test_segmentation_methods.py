@@ -143,3 +143,46 @@ def test_pool_figures_draw_pixel_class_shares_for_segmentation(tmp_path):
     by_class = fig.axes[0]
     assert [p.get_height() for p in by_class.patches] == pytest.approx([0.75, 0.125, 0.125])
     assert by_class.get_ylabel() == "share of the pool's pixels"
+
+
+KILLED_RUN = """
+import os, signal, sys
+import tests.test_segmentation_task  # registers the tiny shapes set
+from dfkd_bench import harness
+from dfkd_bench.events import RunObserver
+from dfkd_bench.plan import plan_runs
+
+class Kill(RunObserver):
+    def epoch(self, epoch, record):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+spec = plan_runs([sys.argv[1]], dataset=sys.argv[2], pair="segnet_m-segnet_s", preset="smoke", device="cpu",
+                 epochs=4, sets={"precision": "fp32"}, out=sys.argv[3])[0]
+harness.run(spec, Kill())
+"""
+
+
+@pytest.mark.parametrize("method", ["ssdkd", "kd"])
+def test_a_segmentation_run_killed_with_sigkill_resumes_exactly(shapes_teacher, tmp_path, method):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import same_tensors, student_state
+    from tests.conftest import ROOT
+
+    def spec(out):
+        return plan_runs([method], dataset=TINY, pair="segnet_m-segnet_s", preset="smoke", device="cpu", epochs=4,
+                         sets={"precision": "fp32"}, out=out)[0]
+
+    full = harness.run(spec(tmp_path / "full"))
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, method, TINY, str(tmp_path / "cut")], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    cut = json.loads((tmp_path / "cut" / full.name / "summary.json").read_text())
+    assert cut["status"] == "running" and cut["epochs_done"] == 2  # epochs 0 and 1 checkpointed, then killed
+    resumed = harness.run(spec(tmp_path / "cut"))
+    assert resumed.completed and resumed.metric == "mIoU"
+    assert resumed.final_top1 == full.final_top1
+    assert same_tensors(student_state(full, tmp_path / "full"), student_state(resumed, tmp_path / "cut"))
