@@ -41,6 +41,7 @@ TRAIN_TIME = " + ".join(TRAIN_PHASES)  # what summary.train_seconds adds up, as 
 COLUMN_IN = 3.4  # one column of a two-column paper
 WIDE_IN = 7.0  # the full text width
 DPI = 200
+TITLE_CHARS = 120  # characters a line of a 7.5 pt suptitle holds across WIDE_IN (150 ran past both edges)
 # Okabe & Ito (2008), without black (the teacher's); yellow last, being the
 # weakest on white.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -552,7 +553,7 @@ def _histograms(arrays: dict[str, np.ndarray], title: str, style: Style) -> Figu
     by_conf.set_xlabel("teacher's " + ("mean pixel confidence per image" if dense
                                        else "confidence (top softmax probability)"))
     by_conf.set_ylabel("images")
-    fig.suptitle(textwrap.fill(title, 150), fontsize=7.5)
+    fig.suptitle(textwrap.fill(title, TITLE_CHARS), fontsize=7.5)
     return fig
 
 
@@ -568,7 +569,7 @@ def _sample_grid(arrays: dict[str, np.ndarray], title: str) -> Figure:
     inch_per_px = WIDE_IN / (ncols * (w + gap))
     label = math.ceil(0.12 / inch_per_px)  # room for a 5 pt class name above each image
     montage = np.full((rows * (label + h), ncols * (w + gap), 3), 255, dtype=np.uint8)
-    title = textwrap.fill(title, 150)
+    title = textwrap.fill(title, TITLE_CHARS)
     title_in = 0.12 * (title.count("\n") + 1) + 0.08
     fig = Figure(figsize=(WIDE_IN, montage.shape[0] * inch_per_px + title_in), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1 - title_in / fig.get_figheight()))

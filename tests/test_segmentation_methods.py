@@ -186,3 +186,16 @@ def test_a_segmentation_run_killed_with_sigkill_resumes_exactly(shapes_teacher, 
     assert resumed.completed and resumed.metric == "mIoU"
     assert resumed.final_top1 == full.final_top1
     assert same_tensors(student_state(full, tmp_path / "full"), student_state(resumed, tmp_path / "cut"))
+
+
+def test_a_long_pool_figure_title_stays_inside_the_figure():
+    from dfkd_bench.figures import Style, _histograms
+
+    arrays = {"classes": np.array([0, 1, 1]), "confidence": np.array([0.9, 0.6, 0.7], np.float32),
+              "class_names": np.array(["bg", "disc"])}
+    title = ("ssdkd-shapes, shapes: segnet_m → segnet_s, data scale 176: teacher's view of the final pool "
+             "(176 images, seed 0, the first of seeds 0, 1, 2)")
+    fig = _histograms(arrays, title, Style(color="#000000", marker="o"))
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
