@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .data import Normalizer
+from .inversion import per_image
 from .tasks import class_histograms
 from .store import atomic_write_bytes, atomic_write_json
 
@@ -49,7 +50,7 @@ def teacher_view(teacher: nn.Module, images: torch.Tensor, batch_size: int = 512
             hist = class_histograms(top.indices, probs.shape[1])
             histograms.append(hist.cpu())
             classes.append(hist.argmax(1).cpu())
-            confidence.append(top.values.flatten(1).mean(1).cpu())
+            confidence.append(per_image(top.values).cpu())
             continue
         classes.append(top.indices.cpu())
         confidence.append(top.values.cpu())

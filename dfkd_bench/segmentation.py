@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .inversion import kd_loss
+from .inversion import kd_loss, per_image
 
 IGNORE_INDEX = 255
 SHAPE_CLASSES = ("background", "disc", "square", "triangle", "ring")
@@ -108,4 +108,4 @@ def dense_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T:
     """Per-pixel KD (N x C x H x W logits): the mean over pixels and images, or with
     ``reduction='none'`` one value per image (the mean over its pixels)."""
     per_pixel = kd_loss(student_logits, teacher_logits, T, reduction="none")  # N x H x W
-    return per_pixel.mean() if reduction == "batchmean" else per_pixel.flatten(1).mean(1)
+    return per_pixel.mean() if reduction == "batchmean" else per_image(per_pixel)
