@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from . import harness, options, plan, report, store, sweep
+from .claims import load_claims
 from .config import parse_set_options
 from .console import DataProgress, RunDisplay, console, err_console, progress_bar
 from .errors import RunLocked, Terminated, UserError
@@ -188,7 +189,8 @@ def cmd_report(args) -> int:
     try:
         rep = report.write_report(results, out, pairs=args.pair, datasets=args.dataset, methods=args.methods,
                                   baseline=args.baseline, preamble=preamble, figure_exclude=args.figure_exclude,
-                                  compare=args.compare, margin=args.margin)
+                                  compare=args.compare, margin=args.margin,
+                                  claims=None if args.claims is None else load_claims(Path(args.claims)))
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); pass a writable --out") from None
     rows, problems, files = rep.rows, rep.problems, rep.files
@@ -377,6 +379,10 @@ def make_parser() -> argparse.ArgumentParser:
                           "needed, time ratios (repeatable)")
     rep.add_argument("--margin", type=_margin, default=2.0, metavar="POINTS",
                      help="the equivalence margin of --compare's TOST, in top-1 points (default 2)")
+    rep.add_argument("--claims", default=None, metavar="FILE",
+                     help="a YAML file (a study's grid, or a file of its own) whose claims: section names arms and "
+                          "tests (rule higher, differ or non-inferior; metric top1, pool_entropy or pool_phi): each "
+                          "claim's verdict, computed by dfkd_bench.stats, goes to claims.md at the top of the report")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
                         description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "

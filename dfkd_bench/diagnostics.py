@@ -99,6 +99,16 @@ def summarize(arrays: dict[str, np.ndarray], num_classes: int) -> dict[str, Any]
             if len(confidence) else {}}
 
 
+def modulating_mean(arrays: dict[str, np.ndarray], gamma: float) -> float:
+    """The mean over a pool of SSD-KD's Eq. 3 with both terms on, ``(1 - the pool's share
+    of the image's teacher class) * (1 - its confidence)^gamma``, read from its diagnostics
+    arrays (per image: for segmentation, an image's class and confidence as ``classes`` and
+    ``confidence`` hold them)."""
+    classes, confidence = arrays["classes"], arrays["confidence"].astype(np.float64)
+    share = np.bincount(classes)[classes] / len(classes)
+    return float(((1 - share) * (1 - confidence) ** gamma).mean())
+
+
 def write(run_path: Path, arrays: dict[str, np.ndarray], num_classes: int) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

@@ -10,7 +10,9 @@ import pandas as pd
 
 from . import store, tables
 from .errors import UserError
+from .claims import Claims, claims_table
 from .runs import GROUP as GROUP_KEYS
+from .claims import Claims, claims_table
 from .runs import completed_runs, experiments, preset_samples_per_epoch, run_settings, safe, teachers_of
 from .summary import RunSummary
 
@@ -204,7 +206,8 @@ class Sections:
 
 def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods=None, baseline: str | None = None,
                  figures: bool = True, preamble: str | None = None, figure_exclude=None,
-                 compare: list[tuple[str, str]] = (), margin: float = 2.0) -> Report:
+                 compare: list[tuple[str, str]] = (), margin: float = 2.0,
+                 claims: Claims | None = None) -> Report:
     """Everything ``dfkd-bench report`` writes under ``out``, from the run store under
     ``results`` alone: the flat comparison (markdown, CSV), per data set the paper-style
     table, the cost table, (with ``baseline``) the speed-up table and (with ``compare``,
@@ -213,7 +216,8 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
     text, when one is given). Runs of ``figure_exclude`` (names, labels or presets, as
     ``methods``) stay in every table but out of the overview figures. Filters that keep
     none of the runs there, and a name of ``figure_exclude``, ``compare`` or
-    ``baseline`` that matches no run, are errors raised before anything is written;
+    ``baseline`` that matches no run, are errors raised before anything is written
+    (``claims``, a study's rules, are decided in ``claims.md`` near the top of the index);
     without a completed run nothing is written (not even ``out``)."""
     df, problems = load_summaries(results)
     df = selected_runs(df, results, pairs, datasets, methods)
@@ -224,10 +228,13 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
         return Report(table, [], problems, unfinished_runs(df), [])
     done, unfinished = completed_runs(df), unfinished_runs(df)
     check_baseline(done, baseline, results)
+    decided = claims_table(done, claims, of_methods) if claims is not None else None  # its errors come first
     out.mkdir(parents=True, exist_ok=True)
     sec = Sections(out)
     rows = comparison_files(sec, results, table, problems)
     sec.index.append(index_heading(results, preamble, len(df), len(done), len(problems)))
+    if decided is not None:
+        sec.table("claims", decided)
     figure_infos = overview_figures(sec, done, leave_out) if figures else []
     for dataset, exp in experiments(done).groupby("dataset"):
         dataset_section(sec, done[done["dataset"] == dataset], exp, dataset, baseline, compare, margin)

@@ -53,7 +53,8 @@ from .registry import load_plugin
 from .signals import sigterm_as_interrupt, terminate_with_parent
 
 GRID_KEYS = {"datasets", "dataset", "pairs", "pair", "methods", "seeds", "data_scales", "data_scale", "set",
-             "epochs", "device", "preset", "out", "data_root", "cache", "slurm"}
+             "epochs", "device", "preset", "out", "data_root", "cache", "slurm",
+             "claims"}  # claims: the study's rules, read by `report --claims`, not by the sweep
 SLURM_INT_KEYS = {"timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "array_parallelism", "max_num_timeout"}
 SLURM_TEXT_KEYS = {"partition", "account", "qos", "constraint"}
 SLURM_KEYS = SLURM_INT_KEYS | SLURM_TEXT_KEYS

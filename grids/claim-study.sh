@@ -17,4 +17,4 @@ sweep_exporting --seeds "$SEEDS" --workers "$WORKERS" ||
   echo "claim-study: not every cell completed (listed above); the report covers the completed ones" >&2
 dfkd-bench report --results reports/claim-study/runs --out reports/claim-study \
   --preamble reports/claim-study/findings.md --margin 2 \
-  --compare ssdkd:paper,fast2 --compare ssdkd:paper,fast10 --compare ssdkd:paper,ssdkd:none --compare ssdkd:paper,kd:paper
+  --claims grids/claim-study.yaml

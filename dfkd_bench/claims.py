@@ -1,0 +1,307 @@
+"""A study's claims, each decided by a stated rule over its arms' seeds, by ``stats``
+(``dfkd-bench report --claims FILE``). The rules are written down before the runs and read
+by the report, so a finding quotes a verdict the package computed, never one made by hand.
+
+A claims file is YAML: a ``claims:`` mapping, alone or inside the study's grid file::
+
+    claims:
+      margin: 2                  # the default margin of the tests, in points of the metric
+      arms:                      # a name for each experiment a claim reads
+        F: fast-fast2            # a method label, name, method:preset or preset
+        S: {label: ssdkd-paper, task_target: teacher, kd_passes: 1}   # plus settings that pick one
+      tests:
+        - claim: "Table 1: SSD-KD within a point of Fast2 at a third of its train time"
+          a: S
+          b: F
+          rule: non-inferior     # or higher, differ
+          time_ratio: 0.35       # and A's mean train time at most 0.35x B's
+        - {claim: "SSD-KD's parts balance the buffer", a: S, b: N, rule: higher, metric: pool_entropy}
+
+Rules (alpha 0.05, Welch's unequal-variance t throughout):
+- ``higher``: holds where Welch's two-sided test finds A above B; "does not hold" where it
+  finds A below B; otherwise "no detectable effect", with TOST within the margin and the
+  seeds a margin-sized difference needs.
+- ``differ``: two-sided, no side predicted: "A higher", "A lower" or "no detectable effect".
+- ``non-inferior``: holds where a one-sided test shows A - B > -margin and the time ratio
+  is met; "does not hold" where a one-sided test shows A - B < -margin (A worse than B by
+  more than the margin) or the time ratio is missed; otherwise undecided.
+A claim an arm has no completed run for, or fewer than two seeds on a side, says so.
+
+Metrics: ``top1`` (the final top-1, or mIoU for segmentation), ``pool_entropy`` (the
+normalised class entropy of the final pool or buffer, as the teacher labels it:
+``diagnostics.json``), ``pool_phi`` (the mean over the final pool of SSD-KD's Eq. 3,
+``(1 - class share) * (1 - confidence)^gamma`` with both terms on, at the run's gamma or
+SSD-KD's default: one scale for arms whose own phi is partly or wholly off).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from . import diagnostics, stats
+from .errors import UserError
+from .tables import MISSING, Table
+
+RULES = ("higher", "differ", "non-inferior")
+METRICS = ("top1", "pool_entropy", "pool_phi")
+TEST_KEYS = {"claim", "a", "b", "rule", "metric", "margin", "time_ratio"}
+ARM_LABEL = "label"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    label: str  # a method label, name, method:preset or preset (``report.of_methods``)
+    settings: dict[str, Any] = field(default_factory=dict)  # values the run's settings must hold
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        return f"{self.label} ({shown})" if shown else self.label
+
+
+@dataclass(frozen=True)
+class Test:
+    claim: str
+    a: str
+    b: str
+    rule: str
+    metric: str = "top1"
+    margin: float = 2.0
+    time_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class Claims:
+    arms: dict[str, Arm]
+    tests: list[Test]
+
+
+def load_claims(path: Path) -> Claims:
+    """The claims of a YAML file (its ``claims:`` mapping); anything unknown or malformed
+    is a one-line ``UserError`` naming the file, the key and what is accepted."""
+    where = f"claims file {path}"
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where} cannot be read ({getattr(exc, 'strerror', None) or exc}); give a YAML file "
+                        "with a claims: mapping") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    body = data.get("claims") if isinstance(data, dict) else None
+    if not isinstance(body, dict):
+        raise UserError(f"{where} has no claims: mapping (with arms: and tests:); see `dfkd-bench report --help`")
+    unknown = sorted(set(body) - {"arms", "tests", "margin"}, key=str)
+    if unknown:
+        raise UserError(f"{where}: unknown key claims.{unknown[0]}; known: arms, margin, tests")
+    margin = _positive(body.get("margin", 2.0), f"{where}: claims.margin")
+    arms = _arms(body.get("arms"), where)
+    tests = body.get("tests")
+    if not isinstance(tests, list) or not tests:
+        raise UserError(f"{where}: claims.tests must be a non-empty list of tests (claim, a, b, rule)")
+    return Claims(arms, [_test(t, i, arms, margin, where) for i, t in enumerate(tests)])
+
+
+def _positive(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise UserError(f"{what} is {value!r}; expected a positive number")
+    return float(value)
+
+
+def _arms(raw, where: str) -> dict[str, Arm]:
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{where}: claims.arms must map each arm's name to a label or to {{label: ..., setting: value}}")
+    arms = {}
+    for name, spec in raw.items():
+        if isinstance(spec, str):
+            spec = {ARM_LABEL: spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get(ARM_LABEL), str):
+            raise UserError(f"{where}: arm {name!r} needs a label (a method label, name or preset), "
+                            "alone or as {label: ..., setting: value}")
+        settings = {str(k): v for k, v in spec.items() if k != ARM_LABEL}
+        arms[str(name)] = Arm(str(name), spec[ARM_LABEL], settings)
+    return arms
+
+
+def _test(raw, i: int, arms: dict[str, Arm], margin: float, where: str) -> Test:
+    at = f"{where}: claims.tests[{i}]"
+    if not isinstance(raw, dict):
+        raise UserError(f"{at} must be a mapping with claim, a, b and rule")
+    unknown = sorted(set(raw) - TEST_KEYS, key=str)
+    if unknown:
+        raise UserError(f"{at}: unknown key {unknown[0]!r}; known: {', '.join(sorted(TEST_KEYS))}")
+    missing = [k for k in ("claim", "a", "b", "rule") if k not in raw]
+    if missing:
+        raise UserError(f"{at} has no {missing[0]}; each test needs claim, a, b and rule")
+    for side in ("a", "b"):
+        if str(raw[side]) not in arms:
+            raise UserError(f"{at}: {side} {raw[side]!r} is not an arm; arms: {', '.join(arms)}")
+    if raw["a"] == raw["b"]:
+        raise UserError(f"{at}: a and b are both {raw['a']!r}; a test compares two arms")
+    if raw["rule"] not in RULES:
+        raise UserError(f"{at}: rule {raw['rule']!r} unknown; accepted: {', '.join(RULES)}")
+    metric = raw.get("metric", "top1")
+    if metric not in METRICS:
+        raise UserError(f"{at}: metric {metric!r} unknown; accepted: {', '.join(METRICS)}")
+    ratio = raw.get("time_ratio")
+    if ratio is not None and raw["rule"] != "non-inferior":
+        raise UserError(f"{at}: time_ratio belongs to the non-inferior rule, not {raw['rule']!r}")
+    return Test(str(raw["claim"]), str(raw["a"]), str(raw["b"]), raw["rule"], metric,
+                _positive(raw.get("margin", margin), f"{at}: margin"),
+                None if ratio is None else _positive(ratio, f"{at}: time_ratio"))
+
+
+# --- reading the runs -----------------------------------------------------------------
+
+def arm_runs(done: pd.DataFrame, arm: Arm, matches) -> pd.DataFrame:
+    """The completed runs of ``arm`` (``matches``: ``report.of_methods``). Settings are
+    read as written or under ``run.`` (``kd_passes`` is ``run.kd_passes``). An arm whose
+    runs are more than one experiment is a ``UserError`` naming the settings that differ."""
+    if done.empty:
+        return done
+    runs = done[matches(done, [arm.label])]
+    for key, value in arm.settings.items():
+        runs = runs.loc[runs["settings"].map(lambda s: _setting(s, key) == value).astype(bool)]
+    ids = runs.groupby(["dataset", "pair", "config_id"], dropna=False).ngroups if not runs.empty else 0
+    if ids > 1:
+        configs = list({r.config_id: r.settings for r in runs.itertuples()}.values())
+        differ = sorted(k for k in set().union(*configs) if len({repr(c.get(k)) for c in configs}) > 1)
+        raise UserError(f"claims arm {arm.name} ({arm.describe()}) matches {ids} experiments; add settings that "
+                        f"pick one (they differ in {', '.join(differ[:6]) or 'data set or pair'})")
+    return runs
+
+
+def _setting(settings: dict, key: str):
+    return settings[key] if key in settings else settings.get(f"run.{key}")
+
+
+def metric_values(runs: pd.DataFrame, metric: str) -> list[float]:
+    """Each run's value of ``metric`` (one per seed); runs without diagnostics are left
+    out of the pool metrics (the table's n says how many were read)."""
+    if metric == "top1":
+        return [float(v) for v in runs["final_top1"]]
+    values = []
+    for row in runs.itertuples():
+        value = pool_entropy(Path(row.path)) if metric == "pool_entropy" else pool_phi(Path(row.path), row.settings)
+        if value is not None:
+            values.append(value)
+    return values
+
+
+def pool_entropy(run: Path) -> float | None:
+    try:
+        return float(json.loads((run / diagnostics.DIAGNOSTICS_SUMMARY).read_text())["normalised_entropy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def pool_phi(run: Path, settings: dict) -> float | None:
+    arrays = diagnostics.read(run)
+    if arrays is None or not len(arrays["classes"]):
+        return None
+    return diagnostics.modulating_mean(arrays, float(settings.get("gamma", ssdkd_gamma())))
+
+
+def ssdkd_gamma() -> float:
+    """SSD-KD's default difficulty exponent, for arms whose settings have none."""
+    from .registry import METHODS, discover_methods
+
+    discover_methods()
+    return float(METHODS.get("ssdkd").config_cls().gamma)
+
+
+# --- deciding -------------------------------------------------------------------------
+
+def decide(test: Test, a: stats.Sample, b: stats.Sample, train_ratio: float) -> tuple[str, float, str]:
+    """The verdict of ``test`` on samples ``a`` and ``b`` (and A's train time over B's),
+    with the p value the rule rests on and the test that gave it."""
+    d = stats.welch(a, b)
+    if d.why_untestable:
+        return d.why_untestable, math.nan, "-"
+    need = stats.seeds_needed(a.std, b.std, test.margin)
+    more = f"; {need} seeds an arm would detect ±{test.margin:g}" if need else ""
+    if test.rule == "non-inferior":
+        p_non_inferior, _ = stats.non_inferior(a, b, test.margin)
+        p_inferior = 1 - p_non_inferior  # H0: A - B >= -margin, the one-sided test the other way
+        slow = test.time_ratio is not None and not train_ratio <= test.time_ratio
+        time_note = "" if test.time_ratio is None else \
+            f" at {train_ratio:.2f}x B's train time ({'over' if slow else 'within'} {test.time_ratio:g}x)"
+        if p_inferior < stats.ALPHA:
+            return f"does not hold: A below B by more than {test.margin:g}{time_note}", p_inferior, \
+                f"one-sided Welch, H0 A - B >= -{test.margin:g}"
+        if slow:
+            return f"does not hold: train time{time_note}", p_non_inferior, \
+                f"one-sided Welch, H0 A - B <= -{test.margin:g}"
+        if p_non_inferior < stats.ALPHA:
+            return f"holds: A - B > -{test.margin:g} shown{time_note}", p_non_inferior, \
+                f"one-sided Welch, H0 A - B <= -{test.margin:g}"
+        return f"undecided{more}", p_non_inferior, f"one-sided Welch, H0 A - B <= -{test.margin:g}"
+    side = "A higher" if d.diff > 0 else "A lower"
+    if d.detected:
+        if test.rule == "higher":
+            return ("holds: " if d.diff > 0 else "does not hold: ") + side, d.p, "Welch, two-sided"
+        return side, d.p, "Welch, two-sided"
+    e = stats.tost(a, b, -test.margin, test.margin)
+    equal = f"; equivalent within ±{test.margin:g} (TOST p {e.p:.3g})" if e.shown else more
+    return f"no detectable effect{equal}", d.p, "Welch, two-sided"
+
+
+def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
+    """One row per test: both arms' samples, A - B with its 95 % interval, the p value
+    the rule rests on and its Holm-adjusted value over every test of the file, the time
+    ratios and the verdict."""
+    rows, raw = [], []
+    for test in claims.tests:
+        arm_a, arm_b = claims.arms[test.a], claims.arms[test.b]
+        runs_a, runs_b = arm_runs(done, arm_a, matches), arm_runs(done, arm_b, matches)
+        va, vb = metric_values(runs_a, test.metric), metric_values(runs_b, test.metric)
+        row = {"claim": test.claim, "a": f"{test.a}: {arm_a.describe()}", "b": f"{test.b}: {arm_b.describe()}",
+               "metric": test.metric, "rule": test.rule, "margin": test.margin, "n_a": len(va), "n_b": len(vb)}
+        if not va or not vb:
+            empty = [name for name, v in ((test.a, va), (test.b, vb)) if not v]
+            row.update(verdict=f"not run yet: no completed run of {' or '.join(empty)} with this metric",
+                       p=math.nan, test="-")
+        else:
+            a, b = stats.Sample.of(va), stats.Sample.of(vb)
+            d = stats.welch(a, b)
+            train = runs_a["train_seconds"].mean() / runs_b["train_seconds"].mean()
+            total = runs_a["total_seconds"].mean() / runs_b["total_seconds"].mean()
+            verdict, p, how = decide(test, a, b, train)
+            row.update(mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
+                       ci_high=d.high, welch_t=d.t, df=d.df, p=p, test=how, train_time_ratio=train,
+                       total_time_ratio=total, verdict=verdict)
+        raw.append(row)
+    for row, adjusted in zip(raw, stats.holm([r["p"] for r in raw])):
+        row["holm_p"] = adjusted
+        rows.append(_cells(row))
+    columns = ["claim", "A", "B", "metric, rule", "A: mean ± std [n]", "B: mean ± std [n]", "A - B [95% CI]", "test: p (Holm)", "time A/B (train, total)",
+               "verdict"]
+    notes = ["Each claim's rule as the claims file states it (see `dfkd_bench.claims`): mean ± std [seeds]; A - B "
+             "with Welch's t-based 95% interval; p is the test the verdict rests on, Holm-adjusted over every claim "
+             "of the file in brackets (a verdict reads the unadjusted p; the adjusted one says what survives the "
+             "family); time ratios are A's mean train and total seconds over B's. Computed by dfkd_bench.stats."]
+    return Table("Claims", columns, rows, set(), notes, pd.DataFrame(raw))
+
+
+def _cells(row: dict) -> list[str]:
+    digits = 2 if row["metric"] == "top1" else 4  # points of top-1; entropy and phi lie in [0, 1]
+
+    def sample(side: str) -> str:
+        mean, std, n = row.get(f"mean_{side}"), row.get(f"std_{side}"), row[f"n_{side}"]
+        if mean is None:
+            return f"{MISSING} [{n}]"
+        return f"{mean:.{digits}f}" + ("" if n < 2 else f" ± {std:.{digits}f}") + f" [{n}]"
+
+    has = row.get("mean_a") is not None
+    diff = MISSING if not has else f"{row['diff']:+.{digits}f}" + \
+        ("" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]")
+    p = MISSING if math.isnan(row["p"]) else f"{row['test']}: {row['p']:.3g} ({row['holm_p']:.3g})"
+    times = MISSING if not has else f"{row['train_time_ratio']:.2f}x, {row['total_time_ratio']:.2f}x"
+    metric = row["metric"] + (f", {row['rule']} ±{row['margin']:g}" if row["rule"] != "differ" else ", differ")
+    return [row["claim"], row["a"], row["b"], metric, sample("a"), sample("b"), diff, p, times, row["verdict"]]
+

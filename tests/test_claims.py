@@ -1,0 +1,165 @@
+"""``report --claims``: a study's rules decided over its arms' seeds (``dfkd_bench.claims``),
+checked against scipy's own Welch tests and on a results tree with known numbers."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from dfkd_bench import claims, diagnostics, stats
+from dfkd_bench.cli import main
+from dfkd_bench.errors import UserError
+from dfkd_bench.report import write_report
+from tests.test_report import fake_run
+
+
+def sample(*xs):
+    return stats.Sample.of(xs)
+
+
+def rule(name, margin=2.0, time_ratio=None):
+    return claims.Test("c", "A", "B", name, "top1", margin, time_ratio)
+
+
+A_HIGH, B = (71.0, 72.0, 73.0), (70.0, 70.5, 71.0)
+
+
+def test_non_inferior_holds_with_scipys_one_sided_welch_p():
+    verdict, p, how = claims.decide(rule("non-inferior", time_ratio=0.35), sample(*A_HIGH), sample(*B), 0.2)
+    expected = st.ttest_ind(np.array(A_HIGH) + 2.0, B, equal_var=False, alternative="greater").pvalue
+    assert verdict.startswith("holds") and "0.20x" in verdict and math.isclose(p, expected, rel_tol=1e-9)
+    assert how == "one-sided Welch, H0 A - B <= -2"
+
+
+def test_non_inferior_fails_when_shown_worse_by_more_than_the_margin_or_too_slow():
+    low = (60.0, 61.0, 62.0)
+    verdict, p, _ = claims.decide(rule("non-inferior"), sample(*low), sample(*B), 0.1)
+    expected = st.ttest_ind(np.array(low) + 2.0, B, equal_var=False, alternative="less").pvalue
+    assert verdict.startswith("does not hold: A below B by more than 2") and math.isclose(p, expected, rel_tol=1e-9)
+    verdict, _, _ = claims.decide(rule("non-inferior", time_ratio=0.35), sample(*A_HIGH), sample(*B), 0.5)
+    assert verdict == "does not hold: train time at 0.50x B's train time (over 0.35x)"
+
+
+def test_non_inferior_with_wide_seeds_is_undecided_and_says_how_many_seeds():
+    verdict, _, _ = claims.decide(rule("non-inferior"), sample(60.0, 70.0, 80.0), sample(65.0, 70.0, 75.0), 0.1)
+    assert verdict.startswith("undecided; ") and "seeds an arm would detect ±2" in verdict
+
+
+def test_higher_and_differ_read_welchs_two_sided_test():
+    low = (60.0, 61.0, 62.0)
+    expected = st.ttest_ind(A_HIGH, low, equal_var=False).pvalue
+    verdict, p, _ = claims.decide(rule("higher"), sample(*A_HIGH), sample(*low), 1.0)
+    assert verdict == "holds: A higher" and math.isclose(p, expected, rel_tol=1e-9)
+    assert claims.decide(rule("higher"), sample(*low), sample(*A_HIGH), 1.0)[0] == "does not hold: A lower"
+    assert claims.decide(rule("differ"), sample(*low), sample(*A_HIGH), 1.0)[0] == "A lower"
+
+
+def test_no_detectable_effect_says_equivalence_where_tost_shows_it():
+    a, b = sample(70.0, 70.1, 70.2), sample(70.05, 70.15, 70.25)
+    verdict, p, _ = claims.decide(rule("higher"), a, b, 1.0)
+    assert verdict.startswith("no detectable effect; equivalent within ±2 (TOST p ") and p > 0.05
+    assert claims.decide(rule("differ"), sample(1.0), b, 1.0)[0].startswith("not testable: 1 seed")
+
+
+def claims_file(tmp_path, body: str):
+    path = tmp_path / "claims.yaml"
+    path.write_text(body)
+    return path
+
+
+GOOD = """
+claims:
+  arms:
+    F: fast-fast2
+    S: {label: ssdkd, task_target: teacher}
+    S': {label: ssdkd, task_target: random}
+  tests:
+    - {claim: "Table 1", a: S, b: F, rule: non-inferior, time_ratio: 0.35}
+    - {claim: "target", a: S, b: "S'", rule: differ}
+    - {claim: "balance", a: S, b: "S'", rule: higher, metric: pool_entropy, margin: 0.01}
+    - {claim: "phi", a: S, b: "S'", rule: differ, metric: pool_phi}
+"""
+
+
+@pytest.mark.parametrize("body, message", [
+    ("claims: {arms: {F: fast}, tests: [{claim: x, a: F, b: G, rule: higher}]}", "b 'G' is not an arm; arms: F"),
+    ("claims: {arms: {F: fast, G: kd}, tests: [{claim: x, a: F, b: G, rule: better}]}",
+     "rule 'better' unknown; accepted: higher, differ, non-inferior"),
+    ("claims: {arms: {F: fast, G: kd}, tests: [{claim: x, a: F, b: G, rule: higher, time_ratio: 0.3}]}",
+     "time_ratio belongs to the non-inferior rule"),
+    ("claims: {arms: {F: fast, G: kd}, tests: [{claim: x, a: F, b: G, rule: higher, metric: loss}]}",
+     "metric 'loss' unknown; accepted: top1, pool_entropy, pool_phi"),
+    ("claims: {arms: {F: fast, G: kd}, tests: [{a: F, b: G, rule: higher}]}", "has no claim"),
+    ("claims: {arms: {F: fast, G: kd}, margin: -1, tests: [{claim: x, a: F, b: G, rule: higher}]}",
+     "claims.margin is -1; expected a positive number"),
+    ("claims: {arms: {F: {task_target: x}}, tests: []}", "arm 'F' needs a label"),
+    ("datasets: [cifar10]\n", "has no claims: mapping"),
+    ("claims: [1", "is not valid YAML"),
+])
+def test_a_malformed_claims_file_is_one_line_naming_what_is_accepted(tmp_path, body, message):
+    with pytest.raises(UserError) as err:
+        claims.load_claims(claims_file(tmp_path, body))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def study_tree(tmp_path):
+    """Fast2 at 72/73/74 (3,000 s), SSD-KD at 48/49/50 (teacher target, 300 s) and 47/48/49
+    (random target); the buffers' diagnostics with known classes and confidences."""
+    root = tmp_path / "results"
+    for seed in range(3):
+        fake_run(root, "fast", "resnet32-resnet8", seed, 72.0 + seed, 3000.0, preset="fast2")
+        for target, base in (("teacher", 48.0), ("random", 47.0)):
+            run = fake_run(root / target, "ssdkd", "resnet32-resnet8", seed, base + seed, 300.0, preset="paper",
+                           data_scale=4)
+            config = json.loads((run / "config.json").read_text())
+            config["method_config"] = {"task_target": target, "gamma": 2.0}
+            (run / "config.json").write_text(json.dumps(config))
+            classes = np.array([0, 0, 1, 2 + seed % 2])  # class shares 1/2, 1/2, 1/4, 1/4
+            confidence = np.array([0.5, 0.5, 0.0, 1.0 if target == "teacher" else 0.0], dtype=np.float32)
+            diagnostics.write(run, {"classes": classes, "confidence": confidence,
+                                    "class_names": np.array(["a", "b", "c", "d"])}, 4)
+    return root
+
+
+def test_report_claims_decides_each_test_on_a_known_tree(tmp_path):
+    root, out = study_tree(tmp_path), tmp_path / "report"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    rows = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    assert rows["Table 1"]["verdict"].startswith("does not hold: A below B by more than 2 at 0.10x")
+    assert rows["Table 1"]["diff"] == pytest.approx(-24.0) and rows["Table 1"]["n_a"] == 3
+    assert rows["target"]["diff"] == pytest.approx(1.0) and rows["target"]["verdict"].startswith("no detectable")
+    # phi by hand: teacher target (1 - 1/2)(0.5)^2 twice, (1 - 1/4)(1)^2, (1 - 1/4)(0)^2 -> 0.3125 / 4
+    assert rows["phi"]["mean_a"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.0) / 4)
+    assert rows["phi"]["mean_b"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.75) / 4)
+    entropy = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)) / math.log(4)  # shares 1/2, 1/4, 1/4 of 4
+    assert rows["balance"]["mean_a"] == pytest.approx(round(entropy, 4))
+    assert "### Claims" in (out / "index.md").read_text()
+
+
+def test_an_arm_matching_two_experiments_is_an_error_before_anything_is_written(tmp_path, capsys):
+    root, out = study_tree(tmp_path), tmp_path / "report"
+    loose = GOOD.replace("S: {label: ssdkd, task_target: teacher}", "S: ssdkd")
+    assert main(["report", "--results", str(root), "--out", str(out), "--claims",
+                 str(claims_file(tmp_path, loose))]) == 2
+    assert "claims arm S (ssdkd) matches 2 experiments; add settings that pick one (they differ in task_target)" \
+        in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_arm_without_runs_says_not_run_yet(tmp_path):
+    root, out = study_tree(tmp_path), tmp_path / "report"
+    body = GOOD.replace("F: fast-fast2", "F: fast-fast10")
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, body)), figures=False)
+    assert "not run yet: no completed run of F with this metric" in (out / "claims.md").read_text()
+
+
+def test_the_claim_study_grid_holds_valid_claims_and_still_sweeps():
+    from dfkd_bench import sweep
+
+    found = claims.load_claims("grids/claim-study.yaml")
+    assert {"F", "F10", "S", "S'", "S2", "N", "R"} == set(found.arms) and len(found.tests) == 7
+    assert sweep.load_grid("grids/claim-study.yaml")
