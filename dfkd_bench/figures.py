@@ -712,3 +712,40 @@ def write_figures(df: pd.DataFrame, out_dir: Path, leave_out: Iterable[str] = ()
                              f"{', '.join(_name(lab) for lab in sorted(set(mine['label'])))}.")
     return (sum(overview, []) + data_scale_curves(done, out_dir, styles)
             + synthetic_data_comparison(done, out_dir, styles) + synthetic_data_figures(done, out_dir, styles))
+
+
+def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
+    """A forest plot of a claims table's top-1 tests (``claims.claims_table``'s numbers):
+    each claim's A - B with its 95 % interval, zero and the margins marked, the verdict
+    beside it. None when no top-1 test has numbers on both sides."""
+    rows = raw[(raw["metric"] == "top1") & raw["mean_a"].notna()] if "mean_a" in raw else raw.iloc[0:0]
+    if rows.empty:
+        return None
+    with mpl.rc_context(RC):
+        height = 0.55 + 0.5 * len(rows)
+        fig = Figure(figsize=(WIDE_IN, height), dpi=DPI)  # fixed margins: wrapped claims left, verdicts right
+        fig.subplots_adjust(left=0.34, right=0.8, bottom=0.42 / height, top=1 - 0.1 / height)
+        ax = fig.add_subplot()
+        ys = list(range(len(rows)))[::-1]
+        for y, r in zip(ys, rows.itertuples()):
+            verdict = str(r.verdict).split(":")[0].split(";")[0]
+            color = PALETTE[2] if verdict == "holds" else PALETTE[3] if verdict == "does not hold" else NEUTRALS[0]
+            half = (r.ci_high - r.diff) if pd.notna(r.ci_high) else 0.0
+            ax.errorbar([r.diff], [y], xerr=[[half], [half]], fmt="o", color=color, elinewidth=1.0, zorder=3)
+            if r.rule != "differ":  # the margin the rule reads: -m for non-inferiority, ±m otherwise
+                for m in ((-r.margin,) if r.rule == "non-inferior" else (-r.margin, r.margin)):
+                    ax.plot([m, m], [y - 0.3, y + 0.3], color=color, linewidth=0.8, linestyle=":")
+            ax.annotate(f"{verdict} (n = {r.n_a} vs {r.n_b})", (1.02, y), xycoords=("axes fraction", "data"),
+                        fontsize=6.5, va="center", color=color, annotation_clip=False)
+        ax.axvline(0, color=TEACHER_COLOR, linewidth=0.6)
+        names = [textwrap.fill(f"{r.claim} ({r.a.split(':')[0]} vs {r.b.split(':')[0]})", 48)
+                 for r in rows.itertuples()]
+        ax.set_yticks(ys, names, fontsize=6)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel("A - B, top-1 points (mean over seeds, Welch 95% interval)")
+        ax.grid(axis="y", visible=False)
+        png, pdf = _save(fig, out_dir, "claims")
+        return FigureInfo(png, pdf, "Claims", "Each top-1 claim's A - B with its Welch 95% interval (mean over seeds); "
+                          "the solid line at 0; dotted: the margin the rule reads (-m for non-inferiority); green "
+                          "holds, red does not hold, grey undecided, not testable or no detectable effect; the "
+                          "verdict and seeds on the right (the claims table has the tests).", "", "", _size(fig))

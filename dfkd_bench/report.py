@@ -234,7 +234,7 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
     rows = comparison_files(sec, results, table, problems)
     sec.index.append(index_heading(results, preamble, len(df), len(done), len(problems)))
     if decided is not None:
-        sec.table("claims", decided)
+        claims_section(sec, decided, figures)
     figure_infos = overview_figures(sec, done, leave_out) if figures else []
     for dataset, exp in experiments(done).groupby("dataset"):
         dataset_section(sec, done[done["dataset"] == dataset], exp, dataset, baseline, compare, margin)
@@ -397,6 +397,18 @@ def with_training_data(runs: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
     agg = per_run.groupby(GROUP_KEYS, dropna=False).agg(data_kind=("data_kind", "first"),
                                                         data_samples=("data_samples", "max")).reset_index()
     return exp.merge(agg, on=GROUP_KEYS, how="left")
+
+
+def claims_section(sec: Sections, decided: tables.Table, figures: bool) -> None:
+    """The claims table, and (with figures) its forest plot under ``figures/``."""
+    sec.table("claims", decided)
+    if figures:
+        from . import figures as figs
+
+        info = figs.claims_figure(decided.raw, sec.out / "figures")
+        if info is not None:
+            sec.files += [info.path_png, info.path_pdf]
+            figures_section(sec, [info])
 
 
 def figures_section(sec: Sections, shown: list) -> None:

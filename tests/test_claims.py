@@ -163,3 +163,26 @@ def test_the_claim_study_grid_holds_valid_claims_and_still_sweeps():
     found = claims.load_claims("grids/claim-study.yaml")
     assert {"F", "F10", "S", "S'", "S2", "N", "R"} == set(found.arms) and len(found.tests) == 7
     assert sweep.load_grid("grids/claim-study.yaml")
+
+
+def test_the_claims_figure_draws_the_top1_tests_with_numbers_and_nothing_else(tmp_path):
+    from PIL import Image
+
+    from dfkd_bench import figures
+    from dfkd_bench.report import of_methods
+
+    found = claims.load_claims(claims_file(tmp_path, GOOD))
+    table = claims.claims_table(load_done(study_tree(tmp_path)), found, of_methods)
+    info = figures.claims_figure(table.raw, tmp_path / "figures")
+    assert info.path_png.exists() and info.path_pdf.exists()
+    width, height = Image.open(info.path_png).size
+    assert (width, height) == (round(info.size_in[0] * figures.DPI), round(info.size_in[1] * figures.DPI))
+    assert info.size_in[1] == pytest.approx(0.55 + 0.5 * 2)  # the two top-1 tests; entropy and phi are not drawn
+    assert figures.claims_figure(table.raw[table.raw["metric"] != "top1"], tmp_path / "none") is None
+
+
+def load_done(root):
+    from dfkd_bench.report import load_summaries
+    from dfkd_bench.runs import completed_runs
+
+    return completed_runs(load_summaries(root)[0])
