@@ -5,12 +5,16 @@ over their completed seeds. The report's tables and its figures both read them f
 from __future__ import annotations
 
 import re
+import statistics
+from pathlib import Path
 
 import pandas as pd
 
+from . import store
 from .config import NEUTRAL_RUN_FIELDS
 from .errors import UserError
 from .summary import COST_SUFFIXES
+from .timing import TRAIN_PHASES
 
 GROUP = ["dataset", "pair", "label", "data_scale", "config_id"]
 # Settings that do not change what a run measures: where it ran is recorded (device,
@@ -114,3 +118,23 @@ def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
 
 def safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+=-]", "_", name)
+
+
+def median_epoch_train_seconds(run_dir, warmup_epochs: int = 0) -> float | None:
+    """A run's train time as its median epoch would make it: the count of warm-up epochs
+    (synthesis only) times their median train seconds, plus the count of the other epochs
+    times theirs. On a shared machine a stretch of load inflates the recorded total but
+    hardly moves a median, so two runs timed under different loads compare by this. None
+    without a complete epoch record (after a resume the last record of an epoch counts)."""
+    path = Path(run_dir)
+    last: dict[int, float] = {}
+    for record in store.RunDir(path.parent, path.name).read_metrics():
+        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
+            last[record["epoch"]] = sum(float(record.get(f"seconds_{p}", 0.0)) for p in TRAIN_PHASES)
+    epochs = sorted(last)
+    if not epochs or epochs != list(range(len(epochs))):
+        return None
+    cumulative = [last[e] for e in epochs]
+    steps = [b - a for a, b in zip([0.0] + cumulative[:-1], cumulative)]
+    parts = [steps[:warmup_epochs], steps[warmup_epochs:]]
+    return float(sum(len(p) * statistics.median(p) for p in parts if p))

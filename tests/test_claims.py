@@ -13,7 +13,7 @@ from scipy import stats as st
 from dfkd_bench import claims, diagnostics, stats
 from dfkd_bench.cli import main
 from dfkd_bench.errors import UserError
-from dfkd_bench.report import write_report
+from dfkd_bench.report import of_methods, write_report
 from tests.test_report import fake_run
 
 
@@ -169,7 +169,6 @@ def test_the_claims_figure_draws_the_top1_tests_with_numbers_and_nothing_else(tm
     from PIL import Image
 
     from dfkd_bench import figures
-    from dfkd_bench.report import of_methods
 
     found = claims.load_claims(claims_file(tmp_path, GOOD))
     table = claims.claims_table(load_done(study_tree(tmp_path)), found, of_methods)
@@ -186,3 +185,43 @@ def load_done(root):
     from dfkd_bench.runs import completed_runs
 
     return completed_runs(load_summaries(root)[0])
+
+
+def write_epochs(run, increments, *, resumed_at=None):
+    """metrics.jsonl with cumulative train seconds (synthesis + distillation) from per-epoch
+    increments; ``resumed_at`` logs that epoch twice, the first record a stale one."""
+    total, lines = 0.0, []
+    for epoch, step in enumerate(increments):
+        if epoch == resumed_at:
+            lines.append({"event": "epoch", "epoch": epoch, "seconds_synthesis": 999.0, "seconds_distillation": 0.0})
+        total += step
+        lines.append({"event": "epoch", "epoch": epoch, "seconds_synthesis": total / 4, "seconds_distillation": total * 3 / 4,
+                      "seconds_evaluation": 50.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_median_epoch_train_seconds_ignores_a_loaded_stretch_and_a_stale_record(tmp_path):
+    from dfkd_bench.runs import median_epoch_train_seconds
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_epochs(run, [1.0, 1.0, 5.0, 10.0, 10.0, 40.0, 10.0], resumed_at=4)  # 3 warm-up epochs, then 4
+    assert median_epoch_train_seconds(run, warmup_epochs=3) == pytest.approx(3 * 1.0 + 4 * 10.0)
+    assert median_epoch_train_seconds(run) == pytest.approx(7 * 10.0)
+    write_epochs(run, [1.0, 1.0])
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().replace('"epoch": 0', '"epoch": 5'))
+    assert median_epoch_train_seconds(run) is None  # a gap in the record: no estimate
+
+
+def test_a_time_ratio_whose_median_epoch_reading_disagrees_says_so(tmp_path):
+    root = study_tree(tmp_path)
+    for run in root.rglob("summary.json"):
+        fast = "fast" in run.parent.name
+        write_epochs(run.parent, [200.0] * 5 if fast else [10.0, 10.0, 10.0, 10.0, 200.0])  # one loaded epoch
+    arms = claims.load_claims(claims_file(tmp_path, GOOD)).arms
+    rule = claims.Test("T", "S", "F", "non-inferior", "top1", 30.0, 0.07)  # -24 points is within 30
+    row = claims.claims_table(load_done(root), claims.Claims(arms, [rule]), of_methods).raw.iloc[0]
+    assert row["train_time_ratio"] == pytest.approx(0.10)  # the summaries' 300 s over 3,000 s
+    assert row["median_train_time_ratio"] == pytest.approx(50.0 / 1000.0)
+    assert row["verdict"] == ("does not hold: train time at 0.10x B's train time (over 0.07x); the median-epoch "
+                              "train time ratio, 0.05x, lies on the other side")
