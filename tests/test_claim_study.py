@@ -16,8 +16,8 @@ def arms() -> dict[str, object]:
         if s.method == "kd":
             key = "R"
         elif s.method == "ssdkd":
-            key = "N" if s.preset == "none" else "S2" if s.run.kd_passes == 2 else \
-                "S" if m.task_target == "teacher" else "S'"
+            key = {"none": "N", "no-ps": "P", "no-balance": "B"}.get(s.preset) or (
+                "S2" if s.run.kd_passes == 2 else "S" if m.task_target == "teacher" else "S'")
         named[key] = s
     return named
 
@@ -28,7 +28,7 @@ def total_steps(spec) -> int:
 
 def test_the_arms_keep_the_papers_step_ratios():
     a = arms()
-    assert sorted(a) == ["F", "F10", "N", "R", "S", "S'", "S2"]
+    assert sorted(a) == ["B", "F", "F10", "N", "P", "R", "S", "S'", "S2"]
     assert {s.run.precision for s in a.values()} == {"fp32"} and {s.run.num_threads for s in a.values()} == {1}
     assert {s.run.batch_size for s in a.values()} == {64}
     f, s = a["F"], a["S"]
@@ -47,6 +47,10 @@ def test_the_arms_keep_the_papers_step_ratios():
     assert (s.method_config.task_target, a["S'"].method_config.task_target) == ("teacher", "random")
     n = a["N"].method_config
     assert not (n.priority_sampling or n.difficulty or n.diversity) and total_steps(a["N"]) == 2000
+    p, b = a["P"].method_config, a["B"].method_config  # one part off each, the rest as S
+    assert (p.priority_sampling, p.difficulty, p.diversity, b.priority_sampling, b.difficulty, b.diversity) == \
+        (False, True, True, True, False, False)
+    assert {total_steps(a[k]) for k in "PB"} == {2000} and {a[k].method_config.task_target for k in "PB"} == {"teacher"}
     assert a["R"].run.data_scale == 1280 and total_steps(a["R"]) == 2000  # real data, S's steps
 
 
