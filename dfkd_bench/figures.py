@@ -729,13 +729,16 @@ def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows.itertuples()):
             verdict = str(r.verdict).split(":")[0].split(";")[0]
-            color = PALETTE[2] if verdict == "holds" else PALETTE[3] if verdict == "does not hold" else NEUTRALS[0]
+            detected = r.rule == "differ" and verdict in ("A higher", "A lower")
+            color = PALETTE[2] if verdict == "holds" else PALETTE[3] if verdict == "does not hold" else \
+                PALETTE[0] if detected else NEUTRALS[0]
             half = (r.ci_high - r.diff) if pd.notna(r.ci_high) else 0.0
             ax.errorbar([r.diff], [y], xerr=[[half], [half]], fmt="o", color=color, elinewidth=1.0, zorder=3)
             if r.rule != "differ":  # the margin the rule reads: -m for non-inferiority, ±m otherwise
                 for m in ((-r.margin,) if r.rule == "non-inferior" else (-r.margin, r.margin)):
                     ax.plot([m, m], [y - 0.3, y + 0.3], color=color, linewidth=0.8, linestyle=":")
-            ax.annotate(f"{verdict} (n = {r.n_a} vs {r.n_b})", (1.02, y), xycoords=("axes fraction", "data"),
+            ax.annotate(textwrap.fill(f"{verdict} (n = {r.n_a} vs {r.n_b})", 26), (1.02, y),
+                        xycoords=("axes fraction", "data"),
                         fontsize=6.5, va="center", color=color, annotation_clip=False)
         ax.axvline(0, color=TEACHER_COLOR, linewidth=0.6)
         names = [textwrap.fill(f"{r.claim} ({r.a.split(':')[0]} vs {r.b.split(':')[0]})", 48)
@@ -747,5 +750,6 @@ def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
         png, pdf = _save(fig, out_dir, "claims")
         return FigureInfo(png, pdf, "Claims", "Each top-1 claim's A - B with its Welch 95% interval (mean over seeds); "
                           "the solid line at 0; dotted: the margin the rule reads (-m for non-inferiority); green "
-                          "holds, red does not hold, grey undecided, not testable or no detectable effect; the "
+                          "holds, red does not hold, blue a difference found where no side was claimed, grey "
+                          "undecided, not testable or no detectable effect; the "
                           "verdict and seeds on the right (the claims table has the tests).", "", "", _size(fig))
