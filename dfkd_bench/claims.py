@@ -10,7 +10,7 @@ A claims file is YAML: a ``claims:`` mapping, alone or inside the study's grid f
         F: fast-fast2            # a method label, name, method:preset or preset
         S: {label: ssdkd-paper, task_target: teacher, kd_passes: 1}   # plus settings that pick one
       tests:
-        - claim: "Table 1: SSD-KD within a point of Fast2 at a third of its train time"
+        - claim: "Table 1: SSD-KD within the margin of Fast2 at a third of its train time"
           a: S
           b: F
           rule: non-inferior     # or higher, differ

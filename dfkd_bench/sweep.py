@@ -108,6 +108,10 @@ def load_grid(path: str | Path) -> Grid:
     sets = data.get("set") or {}
     if not isinstance(sets, dict):
         raise UserError(f"{where} set must be a mapping of field: value")
+    if "claims" in data:  # a broken claims section is said before the sweep, not after it
+        from .claims import load_claims
+
+        load_claims(path)
     value = lambda key, parse: None if data.get(key) is None else parse(data[key], f"{where} {key}")  # noqa: E731
     return Grid(methods=methods,
                 datasets=options.names(data.get("datasets", data.get("dataset")), f"{where} datasets")

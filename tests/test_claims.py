@@ -225,3 +225,12 @@ def test_a_time_ratio_whose_median_epoch_reading_disagrees_says_so(tmp_path):
     assert row["median_train_time_ratio"] == pytest.approx(50.0 / 1000.0)
     assert row["verdict"] == ("does not hold: train time at 0.10x B's train time (over 0.07x); the median-epoch "
                               "train time ratio, 0.05x, lies on the other side")
+
+
+def test_a_grid_with_a_broken_claims_section_stops_the_sweep_before_it_starts(tmp_path):
+    from dfkd_bench import sweep
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [kd]\nclaims: {arms: {F: kd}, tests: [{claim: x, a: F, b: G, rule: higher}]}\n")
+    with pytest.raises(UserError, match="claims.tests\\[0\\]: b 'G' is not an arm; arms: F"):
+        sweep.load_grid(grid)
