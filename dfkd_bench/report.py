@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from . import store, tables
+from .claims import Claims, claims_table
 from .errors import UserError
-from .claims import Claims, claims_table
 from .runs import GROUP as GROUP_KEYS
-from .claims import Claims, claims_table
 from .runs import completed_runs, experiments, preset_samples_per_epoch, run_settings, safe, teachers_of
 from .summary import RunSummary
 
