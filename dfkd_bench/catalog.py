@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from .registry import METHODS, discover_methods
+from .registry import METHODS
 
 SECTION = "## Methods"
 # | `name` | kind | presets | source |
@@ -22,7 +22,6 @@ SHARED_NOTE = f"Every method also has `{SHARED}`"
 
 def builtin_methods() -> dict[str, type]:
     """The methods this package ships (plugins, tests' included, are not the README's)."""
-    discover_methods()
     return {name: cls for name, cls in METHODS.items() if cls.__module__.startswith("dfkd_bench.")}
 
 

@@ -210,9 +210,8 @@ def pool_phi(run: Path, settings: dict) -> float | None:
 
 def ssdkd_gamma() -> float:
     """SSD-KD's default difficulty exponent, for arms whose settings have none."""
-    from .registry import METHODS, discover_methods
+    from .registry import METHODS
 
-    discover_methods()
     return float(METHODS.get("ssdkd").config_cls().gamma)
 
 

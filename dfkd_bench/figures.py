@@ -33,7 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from . import diagnostics, store
-from .runs import GROUP, completed_runs, experiments, preset_samples_per_epoch, safe
+from .runs import GROUP, completed_runs, epoch_records, experiments, preset_samples_per_epoch, safe
 from .tables import metric_of, stand_ins
 from .timing import TRAIN_PHASES
 
@@ -135,11 +135,7 @@ def learning_curve(run_dir: Path) -> pd.DataFrame:
     so a curve ends where its run's row says) and ``top1``. After a resume an epoch can be
     logged twice; the last record is the one the run went on from. Unreadable lines are
     skipped."""
-    path = Path(run_dir)
-    last: dict[int, dict] = {}
-    for record in store.RunDir(path.parent, path.name).read_metrics():
-        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
-            last[record["epoch"]] = record
+    last = epoch_records(run_dir)
     rows = [{"epoch": e, "seconds": sum(r.get(f"seconds_{p}", 0.0) for p in TRAIN_PHASES), "top1": r["top1"]}
             for e, r in sorted(last.items()) if r.get("top1") is not None]
     return pd.DataFrame(rows, columns=["epoch", "seconds", "top1"])

@@ -372,7 +372,7 @@ def training_data(row) -> tuple[str | None, int | None]:
     ``pool_size``, or for an online method distillation epochs x steps x batch size (its
     summary and config); (None, None) where the records do not say."""
     from .method import ONLINE
-    from .registry import METHODS, discover_methods
+    from .registry import METHODS
 
     path = Path(row["path"])
     records = store.RunDir(path.parent, path.name).read_metrics()
@@ -380,7 +380,6 @@ def training_data(row) -> tuple[str | None, int | None]:
         found = next((r[key] for r in reversed(records) if isinstance(r.get(key), (int, float))), None)
         if found is not None:
             return kind, int(found)
-    discover_methods()
     settings = row["settings"]
     if row["method"] in METHODS and METHODS.get(row["method"]).mode == ONLINE and "run.batch_size" in settings:
         epochs = settings.get("run.epochs", row["epochs"]) - settings.get("run.warmup_epochs", 0)

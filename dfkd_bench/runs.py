@@ -106,9 +106,8 @@ def preset_samples_per_epoch(method: str, preset: str | None) -> int | None:
     (the data scale where the preset sets one, else KD steps x batch), or None for a
     method or preset this installation does not know."""
     from .plan import configure
-    from .registry import METHODS, discover_methods
+    from .registry import METHODS
 
-    discover_methods()
     try:
         run_cfg, _ = configure(METHODS.get(method), preset)
     except UserError:
@@ -120,21 +119,29 @@ def safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+=-]", "_", name)
 
 
+def epoch_records(run_dir) -> dict[int, dict]:
+    """A run's ``metrics.jsonl`` epoch records by epoch; after a resume an epoch can be
+    logged twice, and the last record is the one the run went on from. Unreadable lines
+    are skipped."""
+    path = Path(run_dir)
+    last: dict[int, dict] = {}
+    for record in store.RunDir(path.parent, path.name).read_metrics():
+        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
+            last[record["epoch"]] = record
+    return last
+
+
 def median_epoch_train_seconds(run_dir, warmup_epochs: int = 0) -> float | None:
     """A run's train time as its median epoch would make it: the count of warm-up epochs
     (synthesis only) times their median train seconds, plus the count of the other epochs
     times theirs. On a shared machine a stretch of load inflates the recorded total but
     hardly moves a median, so two runs timed under different loads compare by this. None
     without a complete epoch record (after a resume the last record of an epoch counts)."""
-    path = Path(run_dir)
-    last: dict[int, float] = {}
-    for record in store.RunDir(path.parent, path.name).read_metrics():
-        if record.get("event") == "epoch" and isinstance(record.get("epoch"), int):
-            last[record["epoch"]] = sum(float(record.get(f"seconds_{p}", 0.0)) for p in TRAIN_PHASES)
+    last = epoch_records(run_dir)
     epochs = sorted(last)
     if not epochs or epochs != list(range(len(epochs))):
         return None
-    cumulative = [last[e] for e in epochs]
+    cumulative = [sum(float(last[e].get(f"seconds_{p}", 0.0)) for p in TRAIN_PHASES) for e in epochs]
     steps = [b - a for a, b in zip([0.0] + cumulative[:-1], cumulative)]
     parts = [steps[:warmup_epochs], steps[warmup_epochs:]]
     return float(sum(len(p) * statistics.median(p) for p in parts if p))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .data import random_crop_flip, random_crop_flip_with_labels
 from .errors import UserError
+from .inversion import random_targets
 from .segmentation import IGNORE_INDEX, miou, pixel_accuracy
 
 
@@ -59,7 +60,7 @@ class Classification:
                        generator: torch.Generator | None = None) -> torch.Tensor:
         """A synthesis round's random one-hot targets (DeepInversion's, Fast's): one class
         per image, drawn on the CPU (the methods' random stream) and moved."""
-        return torch.randint(num_classes, (n,), generator=generator).to(device)
+        return random_targets(n, num_classes, device, generator)
 
     def teacher_classes(self, logits: torch.Tensor) -> torch.Tensor:
         """What a sample buffer records of each image's teacher class: its class id."""

@@ -661,4 +661,4 @@ def verify_precision(recorded: str | None, device: torch.device) -> tuple[str, s
         return "fp32", ""
     if resolve_precision("auto", device, fp16=False)[0] == "bf16":
         return "bf16", ""
-    return "fp32", "recorded in bf16, re-measured in fp32 (no native bf16 here), within 1 point"
+    return "fp32", f"recorded in bf16, re-measured in fp32 (no native bf16 here), within {CROSS_PRECISION_TOLERANCE:g} point"
