@@ -29,7 +29,9 @@ A claim an arm has no completed run for, or fewer than two seeds on a side, says
 
 Metrics: ``top1`` (the final top-1, or mIoU for segmentation), ``pool_entropy`` (the
 normalised class entropy of the final pool or buffer, as the teacher labels it:
-``diagnostics.json``), ``pool_phi`` (the mean over the final pool of SSD-KD's Eq. 3,
+``diagnostics.json``), ``pool_confidence`` (the teacher's mean top-class probability over
+the final pool, ``diagnostics.json``: how hard the samples a student last learnt from are),
+``pool_phi`` (the mean over the final pool of SSD-KD's Eq. 3,
 ``(1 - class share) * (1 - confidence)^gamma`` with both terms on, at the run's gamma or
 SSD-KD's default: one scale for arms whose own phi is partly or wholly off).
 """
@@ -50,7 +52,8 @@ from .runs import median_epoch_train_seconds
 from .tables import MISSING, Table
 
 RULES = ("higher", "differ", "non-inferior")
-METRICS = ("top1", "pool_entropy", "pool_phi")
+METRICS = ("top1", "pool_entropy", "pool_confidence", "pool_phi")
+SUMMARY_KEYS = {"pool_entropy": "normalised_entropy", "pool_confidence": "confidence_mean"}  # in diagnostics.json
 TEST_KEYS = {"claim", "a", "b", "rule", "metric", "margin", "time_ratio"}
 ARM_LABEL = "label"
 
@@ -188,15 +191,17 @@ def metric_values(runs: pd.DataFrame, metric: str) -> list[float]:
         return [float(v) for v in runs["final_top1"]]
     values = []
     for row in runs.itertuples():
-        value = pool_entropy(Path(row.path)) if metric == "pool_entropy" else pool_phi(Path(row.path), row.settings)
+        path = Path(row.path)
+        value = pool_phi(path, row.settings) if metric == "pool_phi" else pool_summary(path, SUMMARY_KEYS[metric])
         if value is not None:
             values.append(value)
     return values
 
 
-def pool_entropy(run: Path) -> float | None:
+def pool_summary(run: Path, key: str) -> float | None:
+    """A number of the run's final-pool summary (``diagnostics.json``), None where it has none."""
     try:
-        return float(json.loads((run / diagnostics.DIAGNOSTICS_SUMMARY).read_text())["normalised_entropy"])
+        return float(json.loads((run / diagnostics.DIAGNOSTICS_SUMMARY).read_text())[key])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -308,7 +313,7 @@ def median_train_ratio(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> float | No
 
 
 def _cells(row: dict) -> list[str]:
-    digits = 2 if row["metric"] == "top1" else 4  # points of top-1; entropy and phi lie in [0, 1]
+    digits = 2 if row["metric"] == "top1" else 4  # points of top-1; entropy, confidence and phi lie in [0, 1]
 
     def sample(side: str) -> str:
         mean, std, n = row.get(f"mean_{side}"), row.get(f"std_{side}"), row[f"n_{side}"]

@@ -82,6 +82,7 @@ claims:
     - {claim: "target", a: S, b: "S'", rule: differ}
     - {claim: "balance", a: S, b: "S'", rule: higher, metric: pool_entropy, margin: 0.01}
     - {claim: "phi", a: S, b: "S'", rule: differ, metric: pool_phi}
+    - {claim: "confidence", a: S, b: "S'", rule: differ, metric: pool_confidence}
 """
 
 
@@ -92,7 +93,7 @@ claims:
     ("claims: {arms: {F: fast, G: kd}, tests: [{claim: x, a: F, b: G, rule: higher, time_ratio: 0.3}]}",
      "time_ratio belongs to the non-inferior rule"),
     ("claims: {arms: {F: fast, G: kd}, tests: [{claim: x, a: F, b: G, rule: higher, metric: loss}]}",
-     "metric 'loss' unknown; accepted: top1, pool_entropy, pool_phi"),
+     "metric 'loss' unknown; accepted: top1, pool_entropy, pool_confidence, pool_phi"),
     ("claims: {arms: {F: fast, G: kd}, tests: [{a: F, b: G, rule: higher}]}", "has no claim"),
     ("claims: {arms: {F: fast, G: kd}, margin: -1, tests: [{claim: x, a: F, b: G, rule: higher}]}",
      "claims.margin is -1; expected a positive number"),
@@ -119,7 +120,8 @@ def study_tree(tmp_path):
             config["method_config"] = {"task_target": target, "gamma": 2.0}
             (run / "config.json").write_text(json.dumps(config))
             classes = np.array([0, 0, 1, 2 + seed % 2])  # class shares 1/2, 1/2, 1/4, 1/4
-            confidence = np.array([0.5, 0.5, 0.0, 1.0 if target == "teacher" else 0.0], dtype=np.float32)
+            last = 1.0 - 0.1 * seed if target == "teacher" else 0.1 * seed
+            confidence = np.array([0.5, 0.5, 0.0, last], dtype=np.float32)
             diagnostics.write(run, {"classes": classes, "confidence": confidence,
                                     "class_names": np.array(["a", "b", "c", "d"])}, 4)
     return root
@@ -132,11 +134,15 @@ def test_report_claims_decides_each_test_on_a_known_tree(tmp_path):
     assert rows["Table 1"]["verdict"].startswith("does not hold: A below B by more than 2 at 0.10x")
     assert rows["Table 1"]["diff"] == pytest.approx(-24.0) and rows["Table 1"]["n_a"] == 3
     assert rows["target"]["diff"] == pytest.approx(1.0) and rows["target"]["verdict"].startswith("no detectable")
-    # phi by hand: teacher target (1 - 1/2)(0.5)^2 twice, (1 - 1/4)(1)^2, (1 - 1/4)(0)^2 -> 0.3125 / 4
-    assert rows["phi"]["mean_a"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.0) / 4)
-    assert rows["phi"]["mean_b"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.75) / 4)
+    # phi by hand: (1 - 1/2)(0.5)^2 twice, (1 - 1/4)(1)^2, then (1 - 1/4)(1 - last)^2 with last
+    # 1, 0.9, 0.8 over the seeds (teacher target: 0, 0.0075, 0.03) or 0, 0.1, 0.2 (0.75, 0.6075, 0.48)
+    assert rows["phi"]["mean_a"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.0125) / 4)
+    assert rows["phi"]["mean_b"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.6125) / 4)
     entropy = -(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)) / math.log(4)  # shares 1/2, 1/4, 1/4 of 4
     assert rows["balance"]["mean_a"] == pytest.approx(round(entropy, 4))
+    # the teacher's mean confidence, (0.5 + 0.5 + 0 + last) / 4: 0.5, 0.475, 0.45 against 0.25, 0.275, 0.3
+    assert rows["confidence"]["mean_a"] == pytest.approx(0.475) and rows["confidence"]["mean_b"] == pytest.approx(0.275)
+    assert rows["confidence"]["verdict"] == "A higher" and rows["confidence"]["n_a"] == 3
     assert "### Claims" in (out / "index.md").read_text()
 
 
