@@ -189,7 +189,7 @@ def ratios(current: dict, baseline: dict) -> list[dict]:
 def markdown(result: dict, ratio_rows: list[dict] | None) -> str:
     env, ref = result["environment"], result["references"]
     lines = [f"commit {env['git_commit'][:10] if env['git_commit'] else '?'}"
-             f"{' (dirty)' if env['git_dirty'] else ''}, {env['cpu_model']}, torch {env['torch']}, "
+             f"{' (dirty)' if env['git_dirty'] else ''}, {env['cpu_model']} ({env.get('cpu_kind', 'kind not recorded')}), torch {env['torch']}, "
              f"{result['threads']} thread(s)", "",
              f"matmul 2048^2: fp32 {ref['matmul_fp32_gflops']:.1f} GFLOP/s"
              + (f", bf16 {ref['matmul_bf16_gflops']:.1f} GFLOP/s" if ref.get("matmul_bf16_gflops") else

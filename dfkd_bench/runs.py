@@ -131,6 +131,26 @@ def epoch_records(run_dir) -> dict[int, dict]:
     return last
 
 
+def machine_kinds(run_dir) -> set[tuple[str | None, str | None]]:
+    """The machines a run ran on (``store.machine_kind``): the one it started on
+    (``environment.json``) and any it resumed on (the resume records of ``metrics.jsonl``)."""
+    path = Path(run_dir)
+    envs = [record.get("environment") or {} for record in store.RunDir(path.parent, path.name).read_metrics()
+            if record.get("event") == "resume"]
+    try:
+        envs.append(store.read_json(path / store.ENVIRONMENT))
+    except (OSError, ValueError):
+        pass
+    return set(map(store.machine_kind, envs))
+
+
+def kinds_note(paths) -> str:
+    """"" where the runs at ``paths`` ran on one kind of machine (``store.mixed_kinds``), else
+    a note that their times mix kinds, which no time ratio should."""
+    kinds = store.mixed_kinds(set().union(*(machine_kinds(p) for p in paths)) if len(paths) else set())
+    return f" (times from {len(kinds)} machine kinds: {'; '.join(kinds)})" if kinds else ""
+
+
 def median_epoch_train_seconds(run_dir, warmup_epochs: int = 0) -> float | None:
     """A run's train time as its median epoch would make it: the count of warm-up epochs
     (synthesis only) times their median train seconds, plus the count of the other epochs

@@ -487,14 +487,64 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return ""
+
+
+def _first_cpu(cpuinfo: str) -> dict[str, str]:
+    """The fields of the first processor in a ``/proc/cpuinfo`` text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _cpu_model() -> str:
+    return _first_cpu(_cpuinfo()).get("model name") or platform.processor() or platform.machine()
+
+
+# The instruction-set tiers that decide a CPU's speed here, best first: bf16 runs natively
+# on the first two and is emulated (about 100x slower) below them.
+ISA_TIERS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2"))
+
+
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """The CPU's kind, to compare times only within one: vendor, family and model, and the
+    best of ``ISA_TIERS`` its flags name (``/proc/cpuinfo``, or ``cpuinfo``). The model name
+    alone does not tell them apart: "AMD EPYC" is both a Zen 4 with native bf16 and an
+    AVX2-only EPYC where bf16 is emulated."""
+    cpu = _first_cpu(_cpuinfo() if cpuinfo is None else cpuinfo)
+    if not cpu:
+        return platform.processor() or platform.machine()
+    flags = set(cpu.get("flags", "").split())
+    tier = next((name for flag, name in ISA_TIERS if flag in flags), "below AVX2")
+    return f"{cpu.get('vendor_id', '?')} family {cpu.get('cpu family', '?')} model {cpu.get('model', '?')}, {tier}"
+
+
+def machine_kind(env: dict) -> tuple[str | None, str | None]:
+    """The machine an environment record ran on, for comparing times, as (name, kind): on a
+    GPU its name twice; on a CPU the model name and ``cpu_kind`` (None in records from
+    before it was kept, whose model name is all that tells their machines apart)."""
+    if str(env.get("device", "")).startswith("cuda"):
+        return env.get("device_name"), env.get("device_name")
+    return env.get("cpu_model") or env.get("device_name"), env.get("cpu_kind")
+
+
+def mixed_kinds(machines) -> list[str]:
+    """The machine kinds of ``machines`` ((name, kind) pairs of ``machine_kind``) where they
+    are more than one, else []: the kinds recorded differ, or the names do (which tells
+    apart even records without a kind; a record without one never counts as another kind)."""
+    names = sorted({name for name, _ in machines if name})
+    kinds = sorted({kind for _, kind in machines if kind})
+    return kinds if len(kinds) > 1 else names if len(names) > 1 else []
 
 
 def environment(device: torch.device, precision: str | None = None) -> dict:
@@ -508,6 +558,7 @@ def environment(device: torch.device, precision: str | None = None) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "cpu_model": _cpu_model(),
+        "cpu_kind": cpu_kind(),
         "threads": torch.get_num_threads(),
         **({"precision": precision} if precision else {}),
         **backends.record(),

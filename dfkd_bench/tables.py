@@ -13,6 +13,8 @@ from typing import Callable
 import pandas as pd
 
 from . import published, stats
+from .runs import kinds_note
+from .store import machine_kind, mixed_kinds
 from .timing import PHASES, TRAIN_PHASES
 
 MISSING = "—"
@@ -394,6 +396,7 @@ def environment_note(environments: list[dict]) -> str:
     if not environments:
         return "Environment: not recorded."
     parts = [f"device {', '.join(distinct('device_name') or distinct('device'))}",
+             *([f"CPU kind {', '.join(distinct('cpu_kind'))}"] if distinct("cpu_kind") else []),
              f"torch {', '.join(distinct('torch'))}", f"Python {', '.join(distinct('python'))}",
              f"threads {', '.join(distinct('threads'))}"]
     if distinct("precision"):  # recorded since issue 16
@@ -403,7 +406,9 @@ def environment_note(environments: list[dict]) -> str:
         dirty = any(e.get("git_dirty") for e in environments)
         parts.append(f"commit{'s' if len(commits) > 1 else ''} {', '.join(c[:10] for c in commits)}"
                      + (" (some with uncommitted changes)" if dirty else ""))
-    return "Environment: " + "; ".join(parts) + f" ({len(environments)} runs)."
+    kinds = mixed_kinds(set(map(machine_kind, environments)))
+    mixed = f" Times from {len(kinds)} machine kinds: compare times only within one." if kinds else ""
+    return "Environment: " + "; ".join(parts) + f" ({len(environments)} runs)." + mixed
 
 
 def comparison_table(done: pd.DataFrame, compare: list[tuple[str, str]], margin: float, dataset: str,
@@ -455,6 +460,7 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
     need = stats.seeds_needed(a.std, b.std, margin)
     train = ra["train_seconds"].mean() / rb["train_seconds"].mean()
     total = ra["total_seconds"].mean() / rb["total_seconds"].mean()
+    kinds = kinds_note([*ra["path"], *rb["path"]]) if "path" in ra and "path" in rb else ""
     sample = lambda s: f"{s.mean:.2f}" + ("" if s.n < 2 else f" ± {s.std:.2f}") + f" [{s.n}]"  # noqa: E731
     verdict = d.why_untestable.split(":")[0] if d.why_untestable else \
         ("A higher" if d.diff > 0 else "A lower") if d.detected else "no detectable effect"
@@ -462,9 +468,9 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
              f"{d.diff:+.2f}" + ("" if d.why_untestable else f" [{d.low:+.2f}, {d.high:+.2f}]"),
              MISSING if d.why_untestable else f"{d.t:.2f} ({d.df:.1f}), {d.p:.3g}", verdict,
              MISSING if e.difference.why_untestable else f"{e.p:.3g} ({'shown' if e.shown else 'not shown'})",
-             MISSING if need is None else str(need), f"{train:.2f}x", f"{total:.2f}x"]
+             MISSING if need is None else str(need), f"{train:.2f}x{kinds}", f"{total:.2f}x"]
     numbers = {"n_a": a.n, "n_b": b.n, "mean_a": a.mean, "std_a": a.std, "mean_b": b.mean, "std_b": b.std,
                "diff": d.diff, "ci_low": d.low, "ci_high": d.high, "welch_t": d.t, "df": d.df, "p": d.p,
                "tost_margin": margin, "tost_p": e.p, "equivalent": e.shown, "seeds_needed": need,
-               "train_time_ratio": train, "total_time_ratio": total}
+               "train_time_ratio": train, "total_time_ratio": total, "times_note": kinds}
     return {"cells": cells, "numbers": numbers, "difference": d, "equivalence": e}

@@ -1,0 +1,99 @@
+"""A run records the kind of machine it ran on (vendor, family, model and the ISA tier that
+decides bf16's speed), resumes included, and a time ratio across kinds says so: "AMD EPYC"
+alone names both a Zen 4 with native bf16 and an AVX2-only EPYC where bf16 is emulated."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+
+from dfkd_bench import claims, runs, store
+from dfkd_bench.report import write_report
+from dfkd_bench.tables import environment_note
+from tests.test_claims import GOOD, claims_file, study_tree
+
+
+def cpuinfo(vendor, family, model, name, flags):
+    block = (f"processor\t: {{i}}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+             f"model name\t: {name}\nflags\t\t: fpu sse2 {flags}\n")
+    return "\n".join(block.format(i=i) for i in range(2))  # two processors, the first read
+
+
+SAPPHIRE = cpuinfo("GenuineIntel", 6, 143, "Intel(R) Xeon(R) Platinum 8481C", "avx2 avx512f avx512_bf16 amx_bf16")
+ZEN4 = cpuinfo("AuthenticAMD", 25, 17, "AMD EPYC", "avx2 avx512f avx512_bf16")
+ROME = cpuinfo("AuthenticAMD", 23, 49, "AMD EPYC", "avx2")
+
+
+def test_cpu_kind_tells_apart_cpus_with_one_model_name():
+    assert store.cpu_kind(SAPPHIRE) == "GenuineIntel family 6 model 143, AMX-BF16"
+    assert store.cpu_kind(ZEN4) == "AuthenticAMD family 25 model 17, AVX512-BF16"
+    assert store.cpu_kind(ROME) == "AuthenticAMD family 23 model 49, AVX2"
+    assert store.cpu_kind(cpuinfo("GenuineIntel", 6, 85, "Xeon", "avx2 avx512f")).endswith(", AVX512")
+    assert store.cpu_kind(cpuinfo("GenuineIntel", 6, 15, "Core 2", "ssse3")).endswith(", below AVX2")
+    assert store.cpu_kind("")  # no /proc/cpuinfo: the platform's name, never empty
+
+
+def test_a_run_records_its_machine_kind():
+    env = store.environment(torch.device("cpu"))
+    assert env["cpu_kind"] == store.cpu_kind() and store.machine_kind(env) == (env["cpu_model"], env["cpu_kind"])
+    h100 = store.machine_kind({"device": "cuda:0", "device_name": "NVIDIA H100", "cpu_kind": "x"})
+    assert h100 == ("NVIDIA H100", "NVIDIA H100")
+    old = store.machine_kind({"device": "cpu", "cpu_model": "AMD EPYC"})  # a record from before cpu_kind
+    assert old == ("AMD EPYC", None)
+
+
+def test_kinds_mix_where_recorded_kinds_or_names_differ_never_by_a_missing_kind():
+    zen4, rome = ("AMD EPYC", "AuthenticAMD family 25 model 17, AVX512-BF16"), ("AMD EPYC", "AuthenticAMD family 23 "
+                                                                                             "model 49, AVX2")
+    assert store.mixed_kinds({zen4, ("AMD EPYC", None)}) == []  # an old record of the same name: not another kind
+    assert store.mixed_kinds({zen4, rome}) == [rome[1], zen4[1]]
+    assert store.mixed_kinds({("AMD EPYC", None), ("Intel Xeon", None)}) == ["AMD EPYC", "Intel Xeon"]
+    assert store.mixed_kinds({zen4, ("NVIDIA H100", "NVIDIA H100")}) == ["AuthenticAMD family 25 model 17, AVX512-BF16",
+                                                                         "NVIDIA H100"]
+    assert store.mixed_kinds(set()) == []
+
+
+def set_kind(run, kind, resumed_on=None):
+    env = json.loads((run / "environment.json").read_text())
+    (run / "environment.json").write_text(json.dumps({**env, "cpu_kind": kind}))
+    if resumed_on:
+        with open(run / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({"event": "resume", "epoch": 3, "environment": {**env, "cpu_kind": resumed_on}}) + "\n")
+
+
+def test_a_resume_on_another_kind_counts_and_a_mixed_ratio_says_so(tmp_path):
+    root = study_tree(tmp_path)
+    every = sorted(p.parent for p in root.rglob("summary.json"))
+    for run in every:
+        set_kind(run, "AuthenticAMD family 25 model 17, AVX512-BF16")
+    out = tmp_path / "same"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False,
+                 compare=[("ssdkd", "fast-fast2")])
+    same = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    assert "machine kinds" not in (out / "claims.md").read_text() + (out / "comparisons__cifar10.md").read_text()
+    assert "CPU kind AuthenticAMD family 25 model 17, AVX512-BF16" in (out / "table__cifar10.md").read_text()
+
+    ssdkd = next(r for r in every if "ssdkd" in r.name and "teacher" in str(r))
+    set_kind(ssdkd, "AuthenticAMD family 25 model 17, AVX512-BF16", resumed_on="AuthenticAMD family 23 model 49, AVX2")
+    assert runs.machine_kinds(ssdkd) == {("Test CPU", "AuthenticAMD family 25 model 17, AVX512-BF16"),
+                                         ("Test CPU", "AuthenticAMD family 23 model 49, AVX2")}
+    out = tmp_path / "mixed"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False,
+                 compare=[("ssdkd", "fast-fast2")])
+    mixed = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    note = " (times from 2 machine kinds: AuthenticAMD family 23 model 49, AVX2; AuthenticAMD family 25 model 17, " \
+           "AVX512-BF16)"
+    assert mixed["Table 1"]["times_note"] == note
+    assert mixed["Table 1"]["verdict"] == same["Table 1"]["verdict"] + "; its time ratio mixes machine kinds"
+    assert mixed["target"]["verdict"] == same["target"]["verdict"]  # no time rule: the verdict stands
+    assert note in (out / "claims.md").read_text()
+    assert "x (times from 2 machine kinds" in (out / "comparisons__cifar10.md").read_text()
+
+
+def test_the_environment_line_names_cpu_kinds_and_warns_when_they_mix():
+    one = {"device": "cpu", "device_name": "AMD EPYC", "cpu_kind": "AuthenticAMD family 25 model 17, AVX512-BF16"}
+    line = environment_note([one, one])
+    assert "CPU kind AuthenticAMD family 25 model 17, AVX512-BF16" in line and "machine kinds" not in line
+    two = environment_note([one, {**one, "cpu_kind": "AuthenticAMD family 23 model 49, AVX2"}])
+    assert two.endswith("(2 runs). Times from 2 machine kinds: compare times only within one.")
