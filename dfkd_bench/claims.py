@@ -48,7 +48,7 @@ import yaml
 
 from . import diagnostics, stats
 from .errors import UserError
-from .runs import kinds_note, median_epoch_train_seconds
+from .runs import median_epoch_train_seconds, timing_notes
 from .tables import MISSING, Table
 
 RULES = ("higher", "differ", "non-inferior")
@@ -281,10 +281,10 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             if test.time_ratio is not None and robust is not None and (robust <= test.time_ratio) != (
                     train <= test.time_ratio):
                 verdict += f"; the median-epoch train time ratio, {robust:.2f}x, lies on the other side"
-            kinds = kinds_note([*runs_a["path"], *runs_b["path"]])
-            if kinds and test.time_ratio is not None:
-                verdict += "; its time ratio mixes machine kinds"
-            row.update(times_note=kinds, median_train_time_ratio=robust, mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
+            notes = timing_notes([*runs_a["path"], *runs_b["path"]])
+            if notes and test.time_ratio is not None:
+                verdict += f"; caveat on its time ratio: {'; '.join(notes)}"
+            row.update(times_note=f" ({'; '.join(notes)})" if notes else "", median_train_time_ratio=robust, mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
                        ci_high=d.high, welch_t=d.t, df=d.df, p=p, test=how, train_time_ratio=train,
                        total_time_ratio=total, verdict=verdict)
         raw.append(row)

@@ -410,6 +410,7 @@ class Session:
         record after the checkpoint's epoch, which the resume drops and makes again."""
         with self.clock.phase("checkpoint"):
             record.update({"seconds_" + k: v for k, v in self.clock.seconds.items()})
+            record.update({"cpu_seconds_" + k: v for k, v in self.clock.cpu_seconds.items()})
             self.rundir.append_metrics(record)
             self.progress.epoch = epoch
             try:

@@ -144,11 +144,47 @@ def machine_kinds(run_dir) -> set[tuple[str | None, str | None]]:
     return set(map(store.machine_kind, envs))
 
 
-def kinds_note(paths) -> str:
-    """"" where the runs at ``paths`` ran on one kind of machine (``store.mixed_kinds``), else
-    a note that their times mix kinds, which no time ratio should."""
-    kinds = store.mixed_kinds(set().union(*(machine_kinds(p) for p in paths)) if len(paths) else set())
-    return f" (times from {len(kinds)} machine kinds: {'; '.join(kinds)})" if kinds else ""
+# A run whose threads had less than this share of their cores' time (``cpu_share``) ran
+# beside other work that slowed it: its wall-clock times overstate its cost.
+LOADED_SHARE = 0.85
+
+
+def cpu_share(run_dir) -> float | None:
+    """The share of its threads' wall-clock time a CPU run's train phases got of the CPU:
+    the process's CPU seconds over wall seconds times threads, over the epochs whose record
+    and the one before it have both (``timing.PhaseClock``). About 1 where the run had its
+    cores to itself, 0.5 where it shared each with another busy process; None for a GPU
+    run or records from before CPU seconds were kept."""
+    path = Path(run_dir)
+    last = epoch_records(path)
+    cpu = wall = 0.0
+    for epoch in sorted(last):
+        before = last.get(epoch - 1, {} if epoch == 0 else None)
+        if before is None or not all(f"cpu_seconds_{p}" in r for r in (last[epoch], before or last[epoch])
+                                     for p in TRAIN_PHASES):
+            continue
+        for phase in TRAIN_PHASES:
+            cpu += last[epoch][f"cpu_seconds_{phase}"] - before.get(f"cpu_seconds_{phase}", 0.0)
+            wall += last[epoch][f"seconds_{phase}"] - before.get(f"seconds_{phase}", 0.0)
+    try:
+        threads = int(store.read_json(path / store.ENVIRONMENT).get("threads") or 1)
+    except (OSError, ValueError, TypeError):
+        threads = 1
+    return cpu / (wall * threads) if wall > 0 else None
+
+
+def timing_notes(paths) -> list[str]:
+    """[] where the runs at ``paths`` ran on one kind of machine (``store.mixed_kinds``) with
+    their cores to themselves (``cpu_share`` at least ``LOADED_SHARE``, or not recorded), else
+    what their times mix: machine kinds, or runs slowed by other work."""
+    paths = list(paths)
+    kinds = store.mixed_kinds(set().union(*(machine_kinds(p) for p in paths)) if paths else set())
+    shares = [s for s in map(cpu_share, paths) if s is not None]
+    notes = [f"times from {len(kinds)} machine kinds: {'; '.join(kinds)}"] if kinds else []
+    if shares and min(shares) < LOADED_SHARE:
+        notes.append(f"runs slowed by other work: their threads had {min(shares):.0%}-{max(shares):.0%} of their "
+                     f"cores' time")
+    return notes
 
 
 def median_epoch_train_seconds(run_dir, warmup_epochs: int = 0) -> float | None:

@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 
 from . import published, stats
-from .runs import kinds_note
+from .runs import timing_notes
 from .store import machine_kind, mixed_kinds
 from .timing import PHASES, TRAIN_PHASES
 
@@ -460,7 +460,8 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
     need = stats.seeds_needed(a.std, b.std, margin)
     train = ra["train_seconds"].mean() / rb["train_seconds"].mean()
     total = ra["total_seconds"].mean() / rb["total_seconds"].mean()
-    kinds = kinds_note([*ra["path"], *rb["path"]]) if "path" in ra and "path" in rb else ""
+    notes = timing_notes([*ra["path"], *rb["path"]]) if "path" in ra and "path" in rb else []
+    note = f" ({'; '.join(notes)})" if notes else ""
     sample = lambda s: f"{s.mean:.2f}" + ("" if s.n < 2 else f" ± {s.std:.2f}") + f" [{s.n}]"  # noqa: E731
     verdict = d.why_untestable.split(":")[0] if d.why_untestable else \
         ("A higher" if d.diff > 0 else "A lower") if d.detected else "no detectable effect"
@@ -468,9 +469,9 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
              f"{d.diff:+.2f}" + ("" if d.why_untestable else f" [{d.low:+.2f}, {d.high:+.2f}]"),
              MISSING if d.why_untestable else f"{d.t:.2f} ({d.df:.1f}), {d.p:.3g}", verdict,
              MISSING if e.difference.why_untestable else f"{e.p:.3g} ({'shown' if e.shown else 'not shown'})",
-             MISSING if need is None else str(need), f"{train:.2f}x{kinds}", f"{total:.2f}x"]
+             MISSING if need is None else str(need), f"{train:.2f}x{note}", f"{total:.2f}x"]
     numbers = {"n_a": a.n, "n_b": b.n, "mean_a": a.mean, "std_a": a.std, "mean_b": b.mean, "std_b": b.std,
                "diff": d.diff, "ci_low": d.low, "ci_high": d.high, "welch_t": d.t, "df": d.df, "p": d.p,
                "tost_margin": margin, "tost_p": e.p, "equivalent": e.shown, "seeds_needed": need,
-               "train_time_ratio": train, "total_time_ratio": total, "times_note": kinds}
+               "train_time_ratio": train, "total_time_ratio": total, "times_note": note}
     return {"cells": cells, "numbers": numbers, "difference": d, "equivalence": e}

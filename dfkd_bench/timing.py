@@ -30,7 +30,13 @@ class PhaseClock:
 
     Phases nest: entering another phase inside one pauses the outer phase for its
     length (an online feed's synthesis inside a distillation step counts as synthesis
-    only), and re-entering the phase already running changes nothing."""
+    only), and re-entering the phase already running changes nothing.
+
+    On the CPU the clock also keeps the process's CPU seconds per phase
+    (``time.process_time``, every thread of the process): a run that had its threads' cores
+    to itself spends about one CPU second per thread each wall second, a run sharing them
+    with other work fewer (``runs.cpu_share``), so a report can tell a phase made slow by
+    load from one that is slow."""
 
     def __init__(self, device: torch.device):
         self._seconds = {p: 0.0 for p in PHASES}
@@ -39,6 +45,8 @@ class PhaseClock:
         self._since = 0.0
         self._last_event = None
         self._pending: list[tuple[str, object, object]] = []  # (phase, start event, end event)
+        self._cpu = {} if self._cuda else {p: 0.0 for p in PHASES}  # process CPU seconds per phase
+        self._cpu_since = 0.0
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -59,10 +67,11 @@ class PhaseClock:
                 self._pending.append((self._stack[-1], self._last_event, event))
             self._last_event = event
             return
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self._stack:
             self._seconds[self._stack[-1]] += now - self._since
-        self._since = now
+            self._cpu[self._stack[-1]] += cpu - self._cpu_since
+        self._since, self._cpu_since = now, cpu
 
     @contextmanager
     def phase(self, name: str):
@@ -78,6 +87,12 @@ class PhaseClock:
         finally:
             self._charge()
             self._stack.pop()
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        """The process's CPU seconds per phase so far; empty on CUDA, where the host's CPU
+        time says nothing of the device's work."""
+        return dict(self._cpu)
 
     @property
     def train_seconds(self) -> float:
@@ -96,12 +111,15 @@ class PhaseClock:
         self._seconds[phase] += seconds
 
     def state_dict(self) -> dict:
-        return dict(self.seconds)
+        return {**self.seconds, **({"cpu": dict(self._cpu)} if self._cpu else {})}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
         if "other" in state:  # checkpoints written before the phase had its name
             state["checkpoint"] = state.pop("other")
+        cpu = state.pop("cpu", None)
+        if cpu is not None and self._cpu:  # a checkpoint from before CPU seconds were kept has none: from 0
+            self._cpu.update(cpu)
         self._pending.clear()
         self._seconds.update(state)
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from dfkd_bench import harness, store
+from dfkd_bench import harness, runs, store
 from dfkd_bench.feeds import balanced_subset
 from dfkd_bench.registry import METHODS
 from tests.helpers import Recorder, StopAfter, checkpoint, same_tensors, smoke_spec, student_state
@@ -36,6 +36,9 @@ def test_every_registered_method_runs(method, tiny_zoo, tmp_path):
         assert (run_dir / name).exists(), name
     epochs = [r for r in store.RunDir(tmp_path / "r", summary.name).read_metrics() if r["event"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [0, 1]
+    # the process's CPU seconds per phase beside the wall seconds (a CPU run): the share they make is read back
+    assert all(r["cpu_seconds_distillation"] >= 0 and "cpu_seconds_synthesis" in r for r in epochs)
+    assert runs.cpu_share(run_dir) > 0
 
 
 def test_every_built_in_method_has_a_smoke_preset():

@@ -1,14 +1,17 @@
 """A run records the kind of machine it ran on (vendor, family, model and the ISA tier that
-decides bf16's speed), resumes included, and a time ratio across kinds says so: "AMD EPYC"
-alone names both a Zen 4 with native bf16 and an AVX2-only EPYC where bf16 is emulated."""
+decides bf16's speed), resumes included, and its CPU seconds beside its wall seconds; a time
+ratio across kinds, or over runs slowed by other work, says so: "AMD EPYC" alone names both
+a Zen 4 with native bf16 and an AVX2-only EPYC where bf16 is emulated, and a run sharing its
+core with another busy process takes twice the wall time for the same work."""
 from __future__ import annotations
 
 import json
 
 import pandas as pd
+import pytest
 import torch
 
-from dfkd_bench import claims, runs, store
+from dfkd_bench import claims, runs, store, timing
 from dfkd_bench.report import write_report
 from dfkd_bench.tables import environment_note
 from tests.test_claims import GOOD, claims_file, study_tree
@@ -85,7 +88,7 @@ def test_a_resume_on_another_kind_counts_and_a_mixed_ratio_says_so(tmp_path):
     note = " (times from 2 machine kinds: AuthenticAMD family 23 model 49, AVX2; AuthenticAMD family 25 model 17, " \
            "AVX512-BF16)"
     assert mixed["Table 1"]["times_note"] == note
-    assert mixed["Table 1"]["verdict"] == same["Table 1"]["verdict"] + "; its time ratio mixes machine kinds"
+    assert mixed["Table 1"]["verdict"] == same["Table 1"]["verdict"] + "; caveat on its time ratio: " + note[2:-1]
     assert mixed["target"]["verdict"] == same["target"]["verdict"]  # no time rule: the verdict stands
     assert note in (out / "claims.md").read_text()
     assert "x (times from 2 machine kinds" in (out / "comparisons__cifar10.md").read_text()
@@ -97,3 +100,87 @@ def test_the_environment_line_names_cpu_kinds_and_warns_when_they_mix():
     assert "CPU kind AuthenticAMD family 25 model 17, AVX512-BF16" in line and "machine kinds" not in line
     two = environment_note([one, {**one, "cpu_kind": "AuthenticAMD family 23 model 49, AVX2"}])
     assert two.endswith("(2 runs). Times from 2 machine kinds: compare times only within one.")
+
+
+class FakeTime:
+    """perf_counter and process_time that advance only when told: wall seconds, and the CPU
+    seconds the process got of them."""
+    def __init__(self, monkeypatch):
+        self.wall = self.cpu = 0.0
+        monkeypatch.setattr(timing.time, "perf_counter", lambda: self.wall)
+        monkeypatch.setattr(timing.time, "process_time", lambda: self.cpu)
+
+    def run(self, wall, share):
+        self.wall += wall
+        self.cpu += wall * share
+
+
+def test_the_clock_keeps_cpu_seconds_per_phase_and_through_a_checkpoint(monkeypatch):
+    t = FakeTime(monkeypatch)
+    clock = timing.PhaseClock(torch.device("cpu"))
+    with clock.phase("distillation"):
+        t.run(4.0, 1.0)
+        with clock.phase("synthesis"):  # nested: the outer phase pauses
+            t.run(2.0, 0.5)
+        t.run(1.0, 1.0)
+    assert clock.seconds["distillation"] == 5.0 and clock.cpu_seconds["distillation"] == 5.0
+    assert clock.seconds["synthesis"] == 2.0 and clock.cpu_seconds["synthesis"] == 1.0
+    again = timing.PhaseClock(torch.device("cpu"))
+    again.load_state_dict(clock.state_dict())
+    assert again.cpu_seconds == clock.cpu_seconds and again.seconds == clock.seconds
+    before = {p: 1.0 for p in timing.PHASES}  # a checkpoint from before CPU seconds were kept
+    again.load_state_dict(before)
+    assert again.seconds == before and again.cpu_seconds == clock.cpu_seconds
+    assert timing.PhaseClock(torch.device("cuda")).cpu_seconds == {}  # the host's CPU time says nothing there
+
+
+def epochs(run, shares, wall=10.0, first=0, with_cpu=True):
+    """Epoch records whose train phases took ``wall`` seconds each at the given CPU shares."""
+    records, total, cpu = [], wall * first, 0.0
+    for i, share in enumerate(shares):
+        total += wall
+        cpu += wall * share
+        record = {"event": "epoch", "epoch": first + i, "seconds_synthesis": total / 2, "seconds_distillation": total / 2,
+                  "seconds_augmentation": 0.0}
+        if with_cpu:
+            record.update(cpu_seconds_synthesis=cpu / 2, cpu_seconds_distillation=cpu / 2, cpu_seconds_augmentation=0.0)
+        records.append(record)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def test_cpu_share_reads_cpu_over_wall_seconds_per_thread(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "environment.json").write_text(json.dumps({"device": "cpu", "threads": 1}))
+    epochs(run, [1.0, 0.5, 0.5, 1.0])
+    assert runs.cpu_share(run) == pytest.approx(0.75)
+    (run / "environment.json").write_text(json.dumps({"device": "cpu", "threads": 2}))
+    assert runs.cpu_share(run) == pytest.approx(0.375)  # two threads, as much CPU: half of their cores' time
+    old = tmp_path / "old"
+    old.mkdir()
+    epochs(old, [1.0, 1.0], with_cpu=False)
+    assert runs.cpu_share(old) is None  # records from before CPU seconds were kept
+    epochs(old, [0.5, 0.5], first=2)  # resumed under a version that keeps them: from the epoch after the first
+    assert runs.cpu_share(old) == pytest.approx(0.5)
+
+
+def test_a_time_ratio_over_runs_slowed_by_other_work_says_so(tmp_path):
+    root = study_tree(tmp_path)  # its runs record two threads: a share of 1 is two CPU seconds a wall second
+    for run in sorted(p.parent for p in root.rglob("summary.json")):
+        epochs(run, [2.0, 1.96])
+    out = tmp_path / "idle"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    idle = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    assert "slowed" not in (out / "claims.md").read_text()
+    loaded = next(r for r in sorted(root.rglob("summary.json")) if "fast" in str(r)).parent
+    (loaded / "metrics.jsonl").write_text("")
+    epochs(loaded, [1.0, 1.04])
+    out = tmp_path / "loaded"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    rows = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    note = "runs slowed by other work: their threads had 51%-99% of their cores' time"
+    assert rows["Table 1"]["times_note"] == f" ({note})"
+    assert rows["Table 1"]["verdict"] == idle["Table 1"]["verdict"] + f"; caveat on its time ratio: {note}"
+    target = next(line for line in (out / "claims.md").read_text().splitlines() if line.startswith("| target |"))
+    assert "slowed" not in target and pd.isna(rows["target"]["times_note"])  # S vs S': no Fast2 run in it
