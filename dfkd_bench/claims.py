@@ -48,7 +48,7 @@ import yaml
 
 from . import diagnostics, stats
 from .errors import UserError
-from .runs import median_epoch_train_seconds, timing_notes
+from .runs import LOADED_SHARE, median_epoch_train_seconds, timing_notes
 from .tables import MISSING, Table
 
 RULES = ("higher", "differ", "non-inferior")
@@ -284,22 +284,25 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             notes = timing_notes([*runs_a["path"], *runs_b["path"]])
             if notes and test.time_ratio is not None:
                 verdict += f"; caveat on its time ratio: {'; '.join(notes)}"
-            row.update(times_note=f" ({'; '.join(notes)})" if notes else "", median_train_time_ratio=robust, mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
+            row.update(mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
                        ci_high=d.high, welch_t=d.t, df=d.df, p=p, test=how, train_time_ratio=train,
-                       total_time_ratio=total, verdict=verdict)
+                       total_time_ratio=total, median_train_time_ratio=robust,
+                       times_note=f" ({'; '.join(notes)})" if notes else "", verdict=verdict)
         raw.append(row)
     for row, adjusted in zip(raw, stats.holm([r["p"] for r in raw])):
         row["holm_p"] = adjusted
         rows.append(_cells(row))
-    columns = ["claim", "A", "B", "metric, rule", "A: mean ± std [n]", "B: mean ± std [n]", "A - B [95% CI]", "test: p (Holm)",
-               "time A/B (train, total; median-epoch train)",
-               "verdict"]
+    columns = ["claim", "A", "B", "metric, rule", "A: mean ± std [n]", "B: mean ± std [n]", "A - B [95% CI]",
+               "test: p (Holm)", "time A/B (train, total; median-epoch train)", "verdict"]
     notes = ["Each claim's rule as the claims file states it (see `dfkd_bench.claims`): mean ± std [seeds]; A - B "
              "with Welch's t-based 95% interval; p is the test the verdict rests on, Holm-adjusted over every claim "
              "of the file in brackets (a verdict reads the unadjusted p; the adjusted one says what survives the "
-             "family); time ratios are A's mean train and total seconds over B's, then the same for train time as each run's "
-             "median epoch makes it (warm-up and distillation epochs apart: a stretch of load on a shared machine "
-             "moves it little). Computed by dfkd_bench.stats and dfkd_bench.runs."]
+             "family); time ratios are A's mean train and total seconds over B's, then the same for train time as "
+             "each run's median epoch makes it (warm-up and distillation epochs apart: a stretch of load on a shared "
+             "machine moves it little, load that lasts does), with, in brackets, runs from two machine kinds or "
+             f"runs whose threads had less than {LOADED_SHARE:.0%} of their cores' time (where the clock kept CPU "
+             "seconds). "
+             "Computed by dfkd_bench.stats and dfkd_bench.runs."]
     return Table("Claims", columns, rows, set(), notes, pd.DataFrame(raw))
 
 

@@ -382,7 +382,8 @@ def make_parser() -> argparse.ArgumentParser:
     rep.add_argument("--claims", default=None, metavar="FILE",
                      help="a YAML file (a study's grid, or a file of its own) whose claims: section names arms and "
                           "tests (rule higher, differ or non-inferior; metric top1, pool_entropy, pool_confidence or "
-                          "pool_phi): each claim's verdict, computed by dfkd_bench.stats, goes to claims.md at the top of the report")
+                          "pool_phi): each claim's verdict, computed by dfkd_bench.stats, goes to claims.md at the top "
+                          "of the report")
     rep.set_defaults(func=cmd_report)
     sw = sub.add_parser("sweep", help="a grid of runs on local workers or on Slurm (submitit), resumable",
                         description="Run every cell of a grid (methods x data sets x pairs x data scales x seeds): "
