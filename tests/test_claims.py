@@ -167,7 +167,7 @@ def test_the_claim_study_grid_holds_valid_claims_and_still_sweeps():
     from dfkd_bench import sweep
 
     found = claims.load_claims("grids/claim-study.yaml")
-    assert {"F", "F10", "S", "S'", "S2", "N", "R", "P", "B"} == set(found.arms) and len(found.tests) == 14
+    assert {"F", "F10", "S", "S'", "S2", "N", "R", "P", "B"} == set(found.arms) and len(found.tests) == 15
     assert sweep.load_grid("grids/claim-study.yaml")
 
 
