@@ -97,7 +97,11 @@ def load_claims(path: Path) -> Claims:
                         "with a claims: mapping") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{where} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    body = data.get("claims") if isinstance(data, dict) else None
+    return parse_claims(data.get("claims") if isinstance(data, dict) else None, where)
+
+
+def parse_claims(body, where: str) -> Claims:
+    """The claims of a parsed ``claims:`` mapping (``where`` names its file in errors)."""
     if not isinstance(body, dict):
         raise UserError(f"{where} has no claims: mapping (with arms: and tests:); see `dfkd-bench report --help`")
     unknown = sorted(set(body) - {"arms", "tests", "margin"}, key=str)

@@ -131,6 +131,23 @@ def epoch_records(run_dir) -> dict[int, dict]:
     return last
 
 
+def epoch_steps(last: dict[int, dict], keys, missing: float | None = None) -> dict[int, float]:
+    """Each epoch's own part of the cumulative ``keys`` of its records (``epoch_records``),
+    summed: its record's values less the epoch before's (epoch 0's from 0), for the epochs
+    where both records have every key (``missing``: the value of an absent key instead)."""
+    def values(record: dict | None) -> list[float] | None:
+        if record is None or (missing is None and not all(k in record for k in keys)):
+            return None
+        return [float(record.get(k, missing)) for k in keys]
+
+    steps = {}
+    for epoch in sorted(last):
+        now, before = values(last[epoch]), [0.0] * len(keys) if epoch == 0 else values(last.get(epoch - 1))
+        if now is not None and before is not None:
+            steps[epoch] = sum(now) - sum(before)
+    return steps
+
+
 def machine_kinds(run_dir) -> set[tuple[str | None, str | None]]:
     """The machines a run ran on (``store.machine_kind``): the one it started on
     (``environment.json``) and any it resumed on (the resume records of ``metrics.jsonl``)."""
@@ -157,20 +174,14 @@ def cpu_share(run_dir) -> float | None:
     run or records from before CPU seconds were kept."""
     path = Path(run_dir)
     last = epoch_records(path)
-    cpu = wall = 0.0
-    for epoch in sorted(last):
-        before = last.get(epoch - 1, {} if epoch == 0 else None)
-        if before is None or not all(f"cpu_seconds_{p}" in r for r in (last[epoch], before or last[epoch])
-                                     for p in TRAIN_PHASES):
-            continue
-        for phase in TRAIN_PHASES:
-            cpu += last[epoch][f"cpu_seconds_{phase}"] - before.get(f"cpu_seconds_{phase}", 0.0)
-            wall += last[epoch][f"seconds_{phase}"] - before.get(f"seconds_{phase}", 0.0)
+    cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
+    wall = epoch_steps(last, [f"seconds_{p}" for p in TRAIN_PHASES], missing=0.0)
+    seconds = sum(wall[e] for e in cpu)
     try:
         threads = int(store.read_json(path / store.ENVIRONMENT).get("threads") or 1)
     except (OSError, ValueError, TypeError):
         threads = 1
-    return cpu / (wall * threads) if wall > 0 else None
+    return sum(cpu.values()) / (seconds * threads) if seconds > 0 else None
 
 
 def timing_notes(paths) -> list[str]:
@@ -197,7 +208,6 @@ def median_epoch_train_seconds(run_dir, warmup_epochs: int = 0) -> float | None:
     epochs = sorted(last)
     if not epochs or epochs != list(range(len(epochs))):
         return None
-    cumulative = [sum(float(last[e].get(f"seconds_{p}", 0.0)) for p in TRAIN_PHASES) for e in epochs]
-    steps = [b - a for a, b in zip([0.0] + cumulative[:-1], cumulative)]
+    steps = list(epoch_steps(last, [f"seconds_{p}" for p in TRAIN_PHASES], missing=0.0).values())
     parts = [steps[:warmup_epochs], steps[warmup_epochs:]]
     return float(sum(len(p) * statistics.median(p) for p in parts if p))

@@ -507,8 +507,9 @@ def _first_cpu(cpuinfo: str) -> dict[str, str]:
     return fields
 
 
-def _cpu_model() -> str:
-    return _first_cpu(_cpuinfo()).get("model name") or platform.processor() or platform.machine()
+def _cpu_model(cpuinfo: str | None = None) -> str:
+    cpu = _first_cpu(_cpuinfo() if cpuinfo is None else cpuinfo)
+    return cpu.get("model name") or platform.processor() or platform.machine()
 
 
 # The instruction-set tiers that decide a CPU's speed here, best first: bf16 runs natively
@@ -550,15 +551,16 @@ def mixed_kinds(machines) -> list[str]:
 def environment(device: torch.device, precision: str | None = None) -> dict:
     """Where and how a run ran (``precision``: the one it used, where known)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
+    cpuinfo = _cpuinfo()
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
-        "cpu_model": _cpu_model(),
-        "cpu_kind": cpu_kind(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(cpuinfo),
+        "cpu_model": _cpu_model(cpuinfo),
+        "cpu_kind": cpu_kind(cpuinfo),
         "threads": torch.get_num_threads(),
         **({"precision": precision} if precision else {}),
         **backends.record(),

@@ -109,9 +109,9 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(sets, dict):
         raise UserError(f"{where} set must be a mapping of field: value")
     if "claims" in data:  # a broken claims section is said before the sweep, not after it
-        from .claims import load_claims
+        from .claims import parse_claims
 
-        load_claims(path)
+        parse_claims(data["claims"], f"claims file {path}")
     value = lambda key, parse: None if data.get(key) is None else parse(data[key], f"{where} {key}")  # noqa: E731
     return Grid(methods=methods,
                 datasets=options.names(data.get("datasets", data.get("dataset")), f"{where} datasets")

@@ -460,7 +460,7 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
     need = stats.seeds_needed(a.std, b.std, margin)
     train = ra["train_seconds"].mean() / rb["train_seconds"].mean()
     total = ra["total_seconds"].mean() / rb["total_seconds"].mean()
-    notes = timing_notes([*ra["path"], *rb["path"]]) if "path" in ra and "path" in rb else []
+    notes = timing_notes([*ra["path"], *rb["path"]])
     note = f" ({'; '.join(notes)})" if notes else ""
     sample = lambda s: f"{s.mean:.2f}" + ("" if s.n < 2 else f" ± {s.std:.2f}") + f" [{s.n}]"  # noqa: E731
     verdict = d.why_untestable.split(":")[0] if d.why_untestable else \

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from dfkd_bench.runs import cpu_share, epoch_records
+from dfkd_bench.runs import cpu_share, epoch_records, epoch_steps
 
 # (column, the epochs it reads, the phase): a warm-up epoch only synthesises
 COLUMNS = (("warm-up epoch: synthesis", False, "synthesis"), ("distillation epoch: synthesis", True, "synthesis"),
@@ -27,8 +27,8 @@ def medians(run: Path, warmup: int) -> dict[str, float | None]:
     last = epoch_records(run)
     out: dict[str, float | None] = {}
     for column, distilling, phase in COLUMNS:
-        steps = [last[e][f"seconds_{phase}"] - last[e - 1][f"seconds_{phase}"]
-                 for e in sorted(last) if e - 1 in last and (e >= warmup) == distilling]
+        steps = [s for e, s in epoch_steps(last, [f"seconds_{phase}"]).items()
+                 if e > 0 and (e >= warmup) == distilling]  # epoch 0 also pays the process's first-use costs
         out[column] = statistics.median(steps) if steps else None
     return out
 
