@@ -6,6 +6,7 @@ A claims file is YAML: a ``claims:`` mapping, alone or inside the study's grid f
 
     claims:
       margin: 2                  # the default margin of the tests, in points of the metric
+      seed_budget: 5             # optional: the most seeds an arm the study can afford
       arms:                      # a name for each experiment a claim reads
         F: fast-fast2            # a method label, name, method:preset or preset
         S: {label: ssdkd-paper, task_target: teacher, kd_passes: 1}   # plus settings that pick one
@@ -26,6 +27,9 @@ Rules (alpha 0.05, Welch's unequal-variance t throughout):
   is met; "does not hold" where a one-sided test shows A - B < -margin (A worse than B by
   more than the margin) or the time ratio is missed; otherwise undecided.
 A claim an arm has no completed run for, or fewer than two seeds on a side, says so.
+With a ``seed_budget``, a claim left undecided whose needed-seeds estimate (from the seeds'
+standard deviations so far) exceeds the budget is called untestable at that budget, with
+the seeds an arm that would test it.
 
 Metrics: ``top1`` (the final top-1, or mIoU for segmentation), ``pool_entropy`` (the
 normalised class entropy of the final pool or buffer, as the teacher labels it:
@@ -84,6 +88,7 @@ class Test:
 class Claims:
     arms: dict[str, Arm]
     tests: list[Test]
+    seed_budget: int | None = None  # the most seeds an arm the study can afford
 
 
 def load_claims(path: Path) -> Claims:
@@ -104,15 +109,18 @@ def parse_claims(body, where: str) -> Claims:
     """The claims of a parsed ``claims:`` mapping (``where`` names its file in errors)."""
     if not isinstance(body, dict):
         raise UserError(f"{where} has no claims: mapping (with arms: and tests:); see `dfkd-bench report --help`")
-    unknown = sorted(set(body) - {"arms", "tests", "margin"}, key=str)
+    unknown = sorted(set(body) - {"arms", "tests", "margin", "seed_budget"}, key=str)
     if unknown:
-        raise UserError(f"{where}: unknown key claims.{unknown[0]}; known: arms, margin, tests")
+        raise UserError(f"{where}: unknown key claims.{unknown[0]}; known: arms, margin, seed_budget, tests")
     margin = _positive(body.get("margin", 2.0), f"{where}: claims.margin")
+    budget = body.get("seed_budget")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 2):
+        raise UserError(f"{where}: claims.seed_budget is {budget!r}; expected a whole number of seeds an arm, 2 or more")
     arms = _arms(body.get("arms"), where)
     tests = body.get("tests")
     if not isinstance(tests, list) or not tests:
         raise UserError(f"{where}: claims.tests must be a non-empty list of tests (claim, a, b, rule)")
-    return Claims(arms, [_test(t, i, arms, margin, where) for i, t in enumerate(tests)])
+    return Claims(arms, [_test(t, i, arms, margin, where) for i, t in enumerate(tests)], budget)
 
 
 def _positive(value, what: str) -> float:
@@ -226,14 +234,15 @@ def ssdkd_gamma() -> float:
 
 # --- deciding -------------------------------------------------------------------------
 
-def decide(test: Test, a: stats.Sample, b: stats.Sample, train_ratio: float) -> tuple[str, float, str]:
+def decide(test: Test, a: stats.Sample, b: stats.Sample, train_ratio: float,
+           seed_budget: int | None = None) -> tuple[str, float, str]:
     """The verdict of ``test`` on samples ``a`` and ``b`` (and A's train time over B's),
-    with the p value the rule rests on and the test that gave it."""
+    with the p value the rule rests on and the test that gave it; an undecided one past
+    ``seed_budget`` seeds an arm is called untestable at that budget."""
     d = stats.welch(a, b)
     if d.why_untestable:
         return d.why_untestable, math.nan, "-"
-    need = stats.seeds_needed(a.std, b.std, test.margin)
-    more = f"; {need} seeds an arm would detect ±{test.margin:g}" if need else ""
+    more = _seeds_note(a, b, test.margin, seed_budget)
     if test.rule == "non-inferior":
         p_non_inferior, _ = stats.non_inferior(a, b, test.margin)
         p_inferior = 1 - p_non_inferior  # H0: A - B >= -margin, the one-sided test the other way
@@ -260,6 +269,18 @@ def decide(test: Test, a: stats.Sample, b: stats.Sample, train_ratio: float) -> 
     return f"no detectable effect{equal}", d.p, "Welch, two-sided"
 
 
+def _seeds_note(a: stats.Sample, b: stats.Sample, margin: float, budget: int | None) -> str:
+    """What an undecided verdict adds: the seeds an arm a margin-sized difference needs
+    (estimated from the standard deviations so far), and whether that is past the budget."""
+    if not all(math.isfinite(x) for x in (a.std, b.std)):
+        return ""
+    need = stats.seeds_needed(a.std, b.std, margin)
+    needed = f"{need}" if need else f"more than {stats.SEEDS_NEEDED_MOST}"
+    if budget is not None and (need is None or need > budget):
+        return f"; untestable at {budget} seeds an arm: {needed} would detect ±{margin:g}"
+    return f"; {needed} seeds an arm would detect ±{margin:g}"
+
+
 def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
     """One row per test: both arms' samples, A - B with its 95 % interval, the p value
     the rule rests on and its Holm-adjusted value over every test of the file, the time
@@ -281,7 +302,7 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             train = runs_a["train_seconds"].mean() / runs_b["train_seconds"].mean()
             total = runs_a["total_seconds"].mean() / runs_b["total_seconds"].mean()
             robust = median_train_ratio(runs_a, runs_b)
-            verdict, p, how = decide(test, a, b, train)
+            verdict, p, how = decide(test, a, b, train, claims.seed_budget)
             if test.time_ratio is not None and robust is not None and (robust <= test.time_ratio) != (
                     train <= test.time_ratio):
                 verdict += f"; the median-epoch train time ratio, {robust:.2f}x, lies on the other side"

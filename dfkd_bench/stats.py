@@ -186,8 +186,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
+SEEDS_NEEDED_MOST = 1000  # seeds_needed's search stops here
+
+
 def seeds_needed(std_a: float, std_b: float, delta: float, alpha: float = ALPHA, power: float = 0.8,
-                 most: int = 1000) -> int | None:
+                 most: int = SEEDS_NEEDED_MOST) -> int | None:
     """The fewest seeds per arm (equal arms) at which a two-sided Welch test at ``alpha``
     detects a true difference ``delta`` with probability ``power``, given each arm's
     standard deviation (noncentral t); None if more than ``most`` are needed or the

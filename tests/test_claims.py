@@ -49,6 +49,22 @@ def test_non_inferior_with_wide_seeds_is_undecided_and_says_how_many_seeds():
     assert verdict.startswith("undecided; ") and "seeds an arm would detect ±2" in verdict
 
 
+def test_a_seed_budget_calls_an_undecided_claim_untestable_past_it_and_not_within_it():
+    wide, narrow = sample(60.0, 70.0, 80.0), sample(65.0, 70.0, 75.0)
+    need = stats.seeds_needed(wide.std, narrow.std, 2.0)
+    assert need is not None and need > 5  # stds 10 and 5 against a margin of 2
+    verdict, _, _ = claims.decide(rule("non-inferior"), wide, narrow, 0.1, seed_budget=5)
+    assert verdict == f"undecided; untestable at 5 seeds an arm: {need} would detect ±2"
+    verdict, _, _ = claims.decide(rule("differ"), wide, narrow, 1.0, seed_budget=need)
+    assert verdict == f"no detectable effect; {need} seeds an arm would detect ±2"
+    hopeless = claims.decide(rule("differ"), sample(0.0, 100.0), sample(0.0, 100.0), 1.0, seed_budget=5)[0]
+    assert hopeless == f"no detectable effect; untestable at 5 seeds an arm: more than {stats.SEEDS_NEEDED_MOST} " \
+                       "would detect ±2"
+    # a decided claim says nothing of seeds, whatever the budget
+    assert claims.decide(rule("higher"), sample(*A_HIGH), sample(60.0, 61.0, 62.0), 1.0, seed_budget=2)[0] == \
+        "holds: A higher"
+
+
 def test_higher_and_differ_read_welchs_two_sided_test():
     low = (60.0, 61.0, 62.0)
     expected = st.ttest_ind(A_HIGH, low, equal_var=False).pvalue
@@ -98,6 +114,8 @@ claims:
     ("claims: {arms: {F: fast, G: kd}, margin: -1, tests: [{claim: x, a: F, b: G, rule: higher}]}",
      "claims.margin is -1; expected a positive number"),
     ("claims: {arms: {F: {task_target: x}}, tests: []}", "arm 'F' needs a label"),
+    ("claims: {arms: {F: fast, G: kd}, seed_budget: 1.5, tests: [{claim: x, a: F, b: G, rule: higher}]}",
+     "claims.seed_budget is 1.5; expected a whole number of seeds an arm, 2 or more"),
     ("datasets: [cifar10]\n", "has no claims: mapping"),
     ("claims: [1", "is not valid YAML"),
 ])
