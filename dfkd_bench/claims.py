@@ -52,7 +52,7 @@ import yaml
 
 from . import diagnostics, stats
 from .errors import UserError
-from .runs import LOADED_SHARE, median_epoch_train_seconds, timing_notes
+from .runs import LOADED_SHARE, cpu_train_seconds, median_epoch_train_seconds, timing_notes
 from .tables import MISSING, Table
 
 RULES = ("higher", "differ", "non-inferior")
@@ -302,29 +302,34 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             train = runs_a["train_seconds"].mean() / runs_b["train_seconds"].mean()
             total = runs_a["total_seconds"].mean() / runs_b["total_seconds"].mean()
             robust = median_train_ratio(runs_a, runs_b)
+            cpu = cpu_train_ratio(runs_a, runs_b)
             verdict, p, how = decide(test, a, b, train, claims.seed_budget)
-            if test.time_ratio is not None and robust is not None and (robust <= test.time_ratio) != (
-                    train <= test.time_ratio):
-                verdict += f"; the median-epoch train time ratio, {robust:.2f}x, lies on the other side"
+            for reading, ratio in (("median-epoch", robust), ("CPU-seconds", cpu and cpu[0])):
+                if test.time_ratio is not None and ratio is not None and (ratio <= test.time_ratio) != (
+                        train <= test.time_ratio):
+                    verdict += f"; the {reading} train time ratio, {ratio:.2f}x, lies on the other side"
             notes = timing_notes([*runs_a["path"], *runs_b["path"]])
             if notes and test.time_ratio is not None:
                 verdict += f"; caveat on its time ratio: {'; '.join(notes)}"
             row.update(mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
                        ci_high=d.high, welch_t=d.t, df=d.df, p=p, test=how, train_time_ratio=train,
                        total_time_ratio=total, median_train_time_ratio=robust,
+                       cpu_train_time_ratio=cpu and cpu[0], cpu_runs=cpu and cpu[1],
                        times_note=f" ({'; '.join(notes)})" if notes else "", verdict=verdict)
         raw.append(row)
     for row, adjusted in zip(raw, stats.holm([r["p"] for r in raw])):
         row["holm_p"] = adjusted
         rows.append(_cells(row))
     columns = ["claim", "A", "B", "metric, rule", "A: mean ± std [n]", "B: mean ± std [n]", "A - B [95% CI]",
-               "test: p (Holm)", "time A/B (train, total; median-epoch train)", "verdict"]
+               "test: p (Holm)", "time A/B (train, total; median-epoch train; CPU train)", "verdict"]
     notes = ["Each claim's rule as the claims file states it (see `dfkd_bench.claims`): mean ± std [seeds]; A - B "
              "with Welch's t-based 95% interval; p is the test the verdict rests on, Holm-adjusted over every claim "
              "of the file in brackets (a verdict reads the unadjusted p; the adjusted one says what survives the "
              "family); time ratios are A's mean train and total seconds over B's, then the same for train time as "
              "each run's median epoch makes it (warm-up and distillation epochs apart: a stretch of load on a shared "
-             "machine moves it little, load that lasts does), with, in brackets, runs from two machine kinds or "
+             "machine moves it little, load that lasts does), then train time in the processes' CPU seconds where "
+             "the runs kept them (what other work took from them left out; over the runs that kept them, said where "
+             "not all did), with, in brackets, runs from two machine kinds or "
              f"runs whose threads had less than {LOADED_SHARE:.0%} of their cores' time (where the clock kept CPU "
              "seconds). "
              "Computed by dfkd_bench.stats and dfkd_bench.runs."]
@@ -343,6 +348,19 @@ def median_train_ratio(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> float | No
     return None if a is None or not b else a / b
 
 
+def cpu_train_ratio(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> tuple[float, str] | None:
+    """A's mean train time in CPU seconds over B's (``runs.cpu_train_seconds``), over the runs
+    that kept them, and which those are where not all did ("1/3 vs 2/2 runs"); None where a
+    side has none."""
+    a = [s for s in map(cpu_train_seconds, runs_a["path"]) if s is not None]
+    b = [s for s in map(cpu_train_seconds, runs_b["path"]) if s is not None]
+    if not a or not b or not sum(b):
+        return None
+    some = "" if (len(a), len(b)) == (len(runs_a), len(runs_b)) else \
+        f" over {len(a)}/{len(runs_a)} vs {len(b)}/{len(runs_b)} runs"
+    return (sum(a) / len(a)) / (sum(b) / len(b)), some
+
+
 def _cells(row: dict) -> list[str]:
     digits = 2 if row["metric"] == "top1" else 4  # points of top-1; entropy, confidence and phi lie in [0, 1]
 
@@ -356,9 +374,10 @@ def _cells(row: dict) -> list[str]:
     diff = MISSING if not has else f"{row['diff']:+.{digits}f}" + \
         ("" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]")
     p = MISSING if math.isnan(row["p"]) else f"{row['test']}: {row['p']:.3g} ({row['holm_p']:.3g})"
-    robust = row.get("median_train_time_ratio")
+    robust, cpu = row.get("median_train_time_ratio"), row.get("cpu_train_time_ratio")
     times = MISSING if not has else f"{row['train_time_ratio']:.2f}x, {row['total_time_ratio']:.2f}x" + \
-        ("" if robust is None else f"; {robust:.2f}x") + row.get("times_note", "")
+        ("" if robust is None else f"; {robust:.2f}x") + \
+        ("" if cpu is None else f"; CPU {cpu:.2f}x{row['cpu_runs']}") + row.get("times_note", "")
     metric = row["metric"] + (f", {row['rule']} ±{row['margin']:g}" if row["rule"] != "differ" else ", differ")
     return [row["claim"], row["a"], row["b"], metric, sample("a"), sample("b"), diff, p, times, row["verdict"]]
 

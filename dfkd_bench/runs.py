@@ -177,11 +177,27 @@ def cpu_share(run_dir) -> float | None:
     cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
     wall = epoch_steps(last, [f"seconds_{p}" for p in TRAIN_PHASES], missing=0.0)
     seconds = sum(wall[e] for e in cpu)
+    return sum(cpu.values()) / (seconds * _threads(path)) if seconds > 0 else None
+
+
+def cpu_train_seconds(run_dir) -> float | None:
+    """A CPU run's train time in its process's CPU seconds per thread (``timing.PhaseClock``):
+    what its train phases cost with the wall-clock time other work took from it left out.
+    None for a GPU run, or where an epoch's record lacks CPU seconds (a run from before
+    they were kept, or resumed from such a run's checkpoint)."""
+    path = Path(run_dir)
+    last = epoch_records(path)
+    cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
+    if not last or sorted(cpu) != list(range(max(last) + 1)):
+        return None
+    return sum(cpu.values()) / _threads(path)
+
+
+def _threads(path: Path) -> int:
     try:
-        threads = int(store.read_json(path / store.ENVIRONMENT).get("threads") or 1)
+        return int(store.read_json(path / store.ENVIRONMENT).get("threads") or 1)
     except (OSError, ValueError, TypeError):
-        threads = 1
-    return sum(cpu.values()) / (seconds * threads) if seconds > 0 else None
+        return 1
 
 
 def timing_notes(paths) -> list[str]:

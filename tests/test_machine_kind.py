@@ -181,6 +181,47 @@ def test_a_time_ratio_over_runs_slowed_by_other_work_says_so(tmp_path):
     rows = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
     note = "runs slowed by other work: their threads had 51%-99% of their cores' time"
     assert rows["Table 1"]["times_note"] == f" ({note})"
-    assert rows["Table 1"]["verdict"] == idle["Table 1"]["verdict"] + f"; caveat on its time ratio: {note}"
+    # the same verdict with the caveat added (the loaded run's CPU seconds move only the CPU reading)
+    first = idle["Table 1"]["verdict"].split("; the CPU-seconds")[0]
+    assert rows["Table 1"]["verdict"].startswith(first)
+    assert rows["Table 1"]["verdict"].endswith(f"; caveat on its time ratio: {note}")
     target = next(line for line in (out / "claims.md").read_text().splitlines() if line.startswith("| target |"))
     assert "slowed" not in target and pd.isna(rows["target"]["times_note"])  # S vs S': no Fast2 run in it
+
+
+def test_cpu_train_seconds_are_cpu_seconds_per_thread_and_none_where_an_epoch_lacks_them(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "environment.json").write_text(json.dumps({"device": "cpu", "threads": 1}))
+    epochs(run, [1.0, 0.5, 0.5, 1.0])  # 10 wall seconds an epoch at these shares: 30 CPU seconds
+    assert runs.cpu_train_seconds(run) == pytest.approx(30.0)
+    (run / "environment.json").write_text(json.dumps({"device": "cpu", "threads": 2}))
+    assert runs.cpu_train_seconds(run) == pytest.approx(15.0)
+    old = tmp_path / "old"
+    old.mkdir()
+    epochs(old, [1.0, 1.0], with_cpu=False)
+    epochs(old, [0.5, 0.5], first=2)  # resumed under a version that keeps them: its first epochs are unknown
+    assert runs.cpu_train_seconds(old) is None
+
+
+def test_a_cpu_seconds_ratio_reads_work_not_load_and_says_where_it_crosses_the_time_ratio(tmp_path):
+    root = study_tree(tmp_path)  # recorded train seconds: Fast2 3,000 and SSD-KD 300 a run (0.10x)
+    for run in sorted(p.parent for p in root.rglob("summary.json")):
+        (run / "metrics.jsonl").write_text("")
+        # two threads at full share: Fast2 20 CPU seconds a thread, SSD-KD 10 (0.50x, over Table 1's 0.35x)
+        epochs(run, [2.0, 2.0], wall=10.0 if "fast" in run.name else 5.0)
+    out = tmp_path / "all"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    rows = {r["claim"]: r for r in pd.read_csv(out / "claims.csv").to_dict("records")}
+    assert rows["Table 1"]["cpu_train_time_ratio"] == pytest.approx(0.5)
+    assert rows["Table 1"]["train_time_ratio"] == pytest.approx(0.1)
+    assert rows["Table 1"]["verdict"].endswith("; the CPU-seconds train time ratio, 0.50x, lies on the other side")
+    table1 = next(line for line in (out / "claims.md").read_text().splitlines() if line.startswith("| Table 1 |"))
+    assert "| 0.10x, 0.10x; 0.50x; CPU 0.50x |" in table1  # recorded; median-epoch; CPU seconds
+    old = next(p.parent for p in sorted(root.rglob("summary.json")) if "fast" in str(p))
+    (old / "metrics.jsonl").write_text("")
+    epochs(old, [2.0, 2.0], with_cpu=False)  # one Fast2 run from before CPU seconds were kept
+    out = tmp_path / "some"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    table1 = next(line for line in (out / "claims.md").read_text().splitlines() if line.startswith("| Table 1 |"))
+    assert "CPU 0.50x over 3/3 vs 2/3 runs" in table1
