@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,15 @@ def _seeds_note(a: stats.Sample, b: stats.Sample, margin: float, budget: int | N
     if budget is not None and (need is None or need > budget):
         return f"; untestable at {budget} seeds an arm: {needed} would detect ±{margin:g}"
     return f"; {needed} seeds an arm would detect ±{margin:g}"
+
+
+def headline(verdict: str) -> str:
+    """A verdict's first clause ("holds", "does not hold", "no detectable effect", ...), and
+    where the claim is untestable at the seed budget, that budget and the seeds it needs:
+    what a figure prints beside a claim."""
+    first = verdict.split(":")[0].split(";")[0]
+    budget = re.search(r"untestable at (\d+) seeds an arm: (.+?) would detect", verdict)
+    return f"{first}; untestable at {budget[1]} seeds ({budget[2]} needed)" if budget else first
 
 
 def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:

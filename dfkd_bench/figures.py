@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from . import diagnostics, store
+from .claims import headline
 from .runs import GROUP, completed_runs, epoch_records, experiments, preset_samples_per_epoch, safe
 from .tables import metric_of, stand_ins
 from .timing import TRAIN_PHASES
@@ -724,7 +725,8 @@ def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
         ax = fig.add_subplot()
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows.itertuples()):
-            verdict = str(r.verdict).split(":")[0].split(";")[0]
+            shown = headline(str(r.verdict))
+            verdict = shown.split(";")[0]
             detected = r.rule == "differ" and verdict in ("A higher", "A lower")
             color = PALETTE[2] if verdict == "holds" else PALETTE[3] if verdict == "does not hold" else \
                 PALETTE[0] if detected else NEUTRALS[0]
@@ -733,7 +735,7 @@ def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
             if r.rule != "differ":  # the margin the rule reads: -m for non-inferiority, ±m otherwise
                 for m in ((-r.margin,) if r.rule == "non-inferior" else (-r.margin, r.margin)):
                     ax.plot([m, m], [y - 0.3, y + 0.3], color=color, linewidth=0.8, linestyle=":")
-            ax.annotate(textwrap.fill(f"{verdict} (n = {r.n_a} vs {r.n_b})", 26), (1.02, y),
+            ax.annotate(textwrap.fill(f"{shown} (n = {r.n_a} vs {r.n_b})", 26), (1.02, y),
                         xycoords=("axes fraction", "data"),
                         fontsize=6.5, va="center", color=color, annotation_clip=False)
         ax.axvline(0, color=TEACHER_COLOR, linewidth=0.6)

@@ -65,6 +65,13 @@ def test_a_seed_budget_calls_an_undecided_claim_untestable_past_it_and_not_withi
         "holds: A higher"
 
 
+def test_a_verdicts_headline_keeps_its_first_clause_and_an_untestable_budget():
+    assert claims.headline("does not hold: A below B by more than 2 at 0.13x B's train time") == "does not hold"
+    assert claims.headline("no detectable effect; equivalent within ±2 (TOST p 0.01)") == "no detectable effect"
+    assert claims.headline("undecided; untestable at 5 seeds an arm: more than 1000 would detect ±2") == \
+        "undecided; untestable at 5 seeds (more than 1000 needed)"
+
+
 def test_higher_and_differ_read_welchs_two_sided_test():
     low = (60.0, 61.0, 62.0)
     expected = st.ttest_ind(A_HIGH, low, equal_var=False).pvalue
