@@ -177,7 +177,7 @@ def cpu_share(run_dir) -> float | None:
     cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
     wall = epoch_steps(last, [f"seconds_{p}" for p in TRAIN_PHASES], missing=0.0)
     seconds = sum(wall[e] for e in cpu)
-    return sum(cpu.values()) / (seconds * _threads(path)) if seconds > 0 else None
+    return sum(cpu.values()) / (seconds * run_threads(path)) if seconds > 0 else None
 
 
 def cpu_train_seconds(run_dir) -> float | None:
@@ -190,10 +190,11 @@ def cpu_train_seconds(run_dir) -> float | None:
     cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
     if not last or sorted(cpu) != list(range(max(last) + 1)):
         return None
-    return sum(cpu.values()) / _threads(path)
+    return sum(cpu.values()) / run_threads(path)
 
 
-def _threads(path: Path) -> int:
+def run_threads(path: Path) -> int:
+    """The threads a run's environment record says it had (1 where it does not say)."""
     try:
         return int(store.read_json(path / store.ENVIRONMENT).get("threads") or 1)
     except (OSError, ValueError, TypeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dfkd_bench import claims, stats
 from dfkd_bench.report import load_summaries, of_methods
-from dfkd_bench.runs import completed_runs, cpu_train_seconds
+from dfkd_bench.runs import completed_runs, cpu_train_seconds, run_threads
 
 
 def minutes(seconds: float) -> str:
@@ -46,6 +46,9 @@ def main() -> None:
         cpu = [s for s in map(cpu_train_seconds, runs["path"]) if s is not None]
         cpu_cell = f"{minutes(sum(cpu) / len(cpu))} [{len(cpu)}/{len(runs)}]" if cpu else f"not kept [0/{len(runs)}]"
         print(f"| {arm.name}: {arm.describe()} | " + " | ".join(cells) + f" | {mean} | {wall} | {cpu_cell} |")
+    threads = [run_threads(Path(p)) for p in done["path"]]
+    core_hours = sum(t * s for t, s in zip(threads, done["total_seconds"])) / 3600
+    print(f"\n{len(done)} completed runs, {core_hours:.1f} core-hours (each run's total seconds times its threads).")
 
 
 if __name__ == "__main__":
