@@ -15,6 +15,7 @@ A grid file (YAML)::
     methods:                       # method, method:preset, or a mapping with changes
       - ssdkd
       - {method: fast, preset: fast2, pairs: [vgg11-resnet18], set: {adv: 1.0}}
+      - {method: kd, preset: paper, seeds: [0, 1]}   # only at these of the sweep's seeds
     seeds: [0, 1, 2]
     data_scales: [5000]            # optional; a method's own default without it
     set: {eval_every: 10}          # changes for every run (``--set``)
@@ -136,16 +137,20 @@ def slurm_settings(value: Any, where: str) -> dict[str, Any]:
             for key, v in slurm.items()}
 
 
-def _method_entry(entry: Any) -> tuple[str, dict[str, Any], list[str] | None]:
+def _method_entry(entry: Any) -> tuple[str, dict[str, Any], list[str] | None, list[int] | None]:
     """A grid's method entry as (``method[:preset]``, its own changes, the pairs it is
-    limited to or None). Per-pair settings (Fast's adv and oh) are entries with ``pairs``."""
+    limited to or None, the seeds it is limited to or None). Per-pair settings (Fast's adv
+    and oh) are entries with ``pairs``; an arm a study runs at fewer seeds than the others
+    (its claims decided) is an entry with ``seeds``."""
     if isinstance(entry, str):
-        return entry, {}, None
-    if isinstance(entry, dict) and "method" in entry and set(entry) <= {"method", "preset", "set", "pairs"}:
+        return entry, {}, None, None
+    if isinstance(entry, dict) and "method" in entry and set(entry) <= {"method", "preset", "set", "pairs", "seeds"}:
         name = entry["method"] + (f":{entry['preset']}" if entry.get("preset") else "")
         pairs = options.names(entry.get("pairs"), "grid: method entry pairs") or None
-        return name, dict(entry.get("set") or {}), pairs
-    raise UserError(f"grid: method entry {entry!r} must be a name or a mapping with method, preset, set and pairs")
+        seeds = None if entry.get("seeds") is None else options.seeds(entry["seeds"], "grid: method entry seeds")
+        return name, dict(entry.get("set") or {}), pairs, seeds
+    raise UserError(f"grid: method entry {entry!r} must be a name or a mapping with method, preset, set, pairs "
+                    "and seeds")
 
 
 def expand(grid: Grid, force: bool = False) -> list[plan.RunSpec]:
@@ -156,10 +161,11 @@ def expand(grid: Grid, force: bool = False) -> list[plan.RunSpec]:
     for dataset in grid.datasets:
         for pair in grid.pairs:
             for entry in grid.methods:
-                name, changes, only = _method_entry(entry)
-                if only is not None and pair not in only:
+                name, changes, only, at_seeds = _method_entry(entry)
+                seeds = [s for s in grid.seeds if at_seeds is None or s in at_seeds]
+                if (only is not None and pair not in only) or not seeds:
                     continue
-                specs += plan.plan_runs([name], dataset=dataset, pair=pair, preset=grid.preset, seeds=grid.seeds,
+                specs += plan.plan_runs([name], dataset=dataset, pair=pair, preset=grid.preset, seeds=seeds,
                                         epochs=grid.epochs, data_scale=grid.data_scales, device=grid.device,
                                         sets={**grid.sets, **changes}, out=grid.out, data_root=grid.data_root,
                                         cache=grid.cache, force=force, device_here=False)

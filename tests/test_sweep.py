@@ -51,11 +51,23 @@ def test_a_grid_file_expands_through_the_planner(tmp_path, tiny_zoo):
     assert all(sweep.cell_status(s).status == sweep.PENDING for s in specs)
 
 
+def test_a_method_entry_with_seeds_runs_only_at_those_of_the_sweeps_seeds(tmp_path, tiny_zoo):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: [tiny]\npairs: [cnn_s-cnn_s]\nmethods:\n  - kd\n  - {method: scratch, seeds: [0, 2]}\n"
+                    f"seeds: [0, 1, 2]\nout: {tmp_path / 'r'}\n")
+    loaded = sweep.load_grid(grid)
+    assert [(s.method, s.seed) for s in sweep.expand(loaded)] == [
+        ("kd", 0), ("kd", 1), ("kd", 2), ("scratch", 0), ("scratch", 2)]
+    loaded.seeds = [1]  # as --seeds 1 sets it: the limited entry has no cell left
+    assert [(s.method, s.seed) for s in sweep.expand(loaded)] == [("kd", 1)]
+
+
 @pytest.mark.parametrize("text, message", [
     ("methods: [kd]\nmodels: [x]\n", "unknown key 'models'"),
     ("pairs: [cnn_s-cnn_s]\n", "names no methods"),
     ("methods: [kd]\nslurm: {gpus: 2}\n", "slurm key 'gpus' unknown"),
-    ("methods: [{name: kd}]\n", "must be a name or a mapping with method, preset, set and pairs"),
+    ("methods: [{name: kd}]\n", "must be a name or a mapping with method, preset, set, pairs and seeds"),
+    ("methods: [{method: kd, seeds: [0.5]}]\n", "grid: method entry seeds"),
     ("methods: [kd\n", "is not valid YAML"),
 ])
 def test_bad_grid_files_are_one_line_errors(tmp_path, text, message, capsys):
