@@ -312,9 +312,9 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             train = runs_a["train_seconds"].mean() / runs_b["train_seconds"].mean()
             total = runs_a["total_seconds"].mean() / runs_b["total_seconds"].mean()
             robust = median_train_ratio(runs_a, runs_b)
-            cpu = cpu_train_ratio(runs_a, runs_b)
+            cpu, cpu_runs = cpu_train_ratio(runs_a, runs_b) or (None, "")
             verdict, p, how = decide(test, a, b, train, claims.seed_budget)
-            for reading, ratio in (("median-epoch", robust), ("CPU-seconds", cpu and cpu[0])):
+            for reading, ratio in (("median-epoch", robust), ("CPU-seconds", cpu)):
                 if test.time_ratio is not None and ratio is not None and (ratio <= test.time_ratio) != (
                         train <= test.time_ratio):
                     verdict += f"; the {reading} train time ratio, {ratio:.2f}x, lies on the other side"
@@ -324,7 +324,7 @@ def claims_table(done: pd.DataFrame, claims: Claims, matches) -> Table:
             row.update(mean_a=a.mean, std_a=a.std, mean_b=b.mean, std_b=b.std, diff=d.diff, ci_low=d.low,
                        ci_high=d.high, welch_t=d.t, df=d.df, p=p, test=how, train_time_ratio=train,
                        total_time_ratio=total, median_train_time_ratio=robust,
-                       cpu_train_time_ratio=cpu and cpu[0], cpu_runs=cpu and cpu[1],
+                       cpu_train_time_ratio=cpu, cpu_runs=cpu_runs,
                        times_note=f" ({'; '.join(notes)})" if notes else "", verdict=verdict)
         raw.append(row)
     for row, adjusted in zip(raw, stats.holm([r["p"] for r in raw])):

@@ -187,10 +187,10 @@ def cpu_train_seconds(run_dir) -> float | None:
     they were kept, or resumed from such a run's checkpoint)."""
     path = Path(run_dir)
     last = epoch_records(path)
-    cpu = epoch_steps(last, [f"cpu_seconds_{p}" for p in TRAIN_PHASES])
-    if not last or sorted(cpu) != list(range(max(last) + 1)):
+    keys = [f"cpu_seconds_{p}" for p in TRAIN_PHASES]
+    if not last or sorted(last) != list(range(len(last))) or any(k not in r for r in last.values() for k in keys):
         return None
-    return sum(cpu.values()) / run_threads(path)
+    return sum(float(last[len(last) - 1][k]) for k in keys) / run_threads(path)  # the records are cumulative
 
 
 def run_threads(path: Path) -> int:
