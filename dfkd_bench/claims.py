@@ -53,8 +53,8 @@ import yaml
 
 from . import diagnostics, stats
 from .errors import UserError
-from .runs import LOADED_SHARE, cpu_train_seconds, median_epoch_train_seconds, timing_notes
-from .tables import MISSING, Table
+from .runs import LOADED_SHARE, cpu_train_seconds, median_epoch_train_seconds, run_threads, timing_notes
+from .tables import MISSING, Table, format_seconds
 
 RULES = ("higher", "differ", "non-inferior")
 METRICS = ("top1", "pool_entropy", "pool_confidence", "pool_phi")
@@ -200,15 +200,16 @@ def _setting(settings: dict, key: str):
 def metric_values(runs: pd.DataFrame, metric: str) -> list[float]:
     """Each run's value of ``metric`` (one per seed); runs without diagnostics are left
     out of the pool metrics (the table's n says how many were read)."""
+    return [v for v in (run_value(row, metric) for row in runs.itertuples()) if v is not None]
+
+
+def run_value(row, metric: str) -> float | None:
+    """One run's (a row of the runs frame) value of ``metric``; None for a pool metric of a
+    run without diagnostics."""
     if metric == "top1":
-        return [float(v) for v in runs["final_top1"]]
-    values = []
-    for row in runs.itertuples():
-        path = Path(row.path)
-        value = pool_phi(path, row.settings) if metric == "pool_phi" else pool_summary(path, SUMMARY_KEYS[metric])
-        if value is not None:
-            values.append(value)
-    return values
+        return float(row.final_top1)
+    path = Path(row.path)
+    return pool_phi(path, row.settings) if metric == "pool_phi" else pool_summary(path, SUMMARY_KEYS[metric])
 
 
 def pool_summary(run: Path, key: str) -> float | None:
@@ -391,3 +392,74 @@ def _cells(row: dict) -> list[str]:
     metric = row["metric"] + (f", {row['rule']} ±{row['margin']:g}" if row["rule"] != "differ" else ", differ")
     return [row["claim"], row["a"], row["b"], metric, sample("a"), sample("b"), diff, p, times, row["verdict"]]
 
+
+
+# --- the arms themselves ------------------------------------------------------------------
+
+METRIC_NAMES = {"top1": "top-1", "pool_entropy": "pool class entropy", "pool_confidence": "teacher confidence",
+                "pool_phi": "mean phi"}
+
+
+def arm_values(done: pd.DataFrame, claims: Claims, matches) -> pd.DataFrame:
+    """One row per completed run of each arm, in the claims file's order of arms then by
+    seed: every metric (NaN for a pool metric of a run without diagnostics), its recorded
+    train and total seconds, its train time in CPU seconds (NaN where not kept) and its
+    threads. What ``arms_table`` summarises and ``figures.arms_figure`` draws."""
+    rows = []
+    for arm in claims.arms.values():
+        for run in arm_runs(done, arm, matches).sort_values("seed").itertuples():
+            value = {m: run_value(run, m) for m in METRICS}
+            cpu = cpu_train_seconds(run.path)
+            rows.append({"arm": arm.name, "seed": int(run.seed), **{m: math.nan if v is None else v
+                                                                     for m, v in value.items()},
+                         "train_seconds": float(run.train_seconds), "total_seconds": float(run.total_seconds),
+                         "cpu_train_seconds": math.nan if cpu is None else cpu, "threads": run_threads(Path(run.path))})
+    return pd.DataFrame(rows, columns=["arm", "seed", *METRICS, "train_seconds", "total_seconds",
+                                       "cpu_train_seconds", "threads"])
+
+
+def arms_table(values: pd.DataFrame, claims: Claims) -> Table:
+    """The study table: per arm its final top-1 seed by seed, mean ± std [n] with the
+    t-based 95 % interval of the mean (``stats.interval``), its final pool's mean readings
+    where it keeps one, and its mean train time, recorded and in CPU seconds over the runs
+    that kept them. The notes count the runs and their core-hours (total seconds times
+    threads)."""
+    seeds = sorted(set(values["seed"]))
+    rows, raw = [], []
+    for arm in claims.arms.values():
+        runs = values[values["arm"] == arm.name]
+        top1 = dict(zip(runs["seed"], runs["top1"]))
+        row: dict[str, Any] = {"arm": arm.name, "experiment": arm.describe(), "runs": len(runs),
+                               **{f"top1_seed{s}": top1.get(s, math.nan) for s in seeds}}
+        cells = [f"{arm.name}: {arm.describe()}", *(f"{top1[s]:.2f}" if s in top1 else MISSING for s in seeds)]
+        for metric in METRICS:
+            kept = runs[metric].dropna()
+            sample = stats.Sample.of(kept) if len(kept) else None
+            low, high = stats.interval(sample) if sample else (math.nan, math.nan)
+            row.update({f"{metric}_mean": sample.mean if sample else math.nan,
+                        f"{metric}_std": sample.std if sample else math.nan, f"{metric}_n": len(kept),
+                        f"{metric}_ci_low": low, f"{metric}_ci_high": high})
+            digits = 2 if metric == "top1" else 4
+            cells.append(MISSING if sample is None else f"{sample.mean:.{digits}f}" +
+                         ("" if sample.n < 2 else f" ± {sample.std:.{digits}f}") + f" [{sample.n}]")
+            if metric == "top1":
+                cells.append(MISSING if math.isnan(low) else f"[{low:.2f}, {high:.2f}]")
+        cpu = runs["cpu_train_seconds"].dropna()
+        row.update(train_seconds=runs["train_seconds"].mean() if len(runs) else math.nan,
+                   cpu_train_seconds=cpu.mean() if len(cpu) else math.nan, cpu_runs=len(cpu))
+        cells += [format_seconds(row["train_seconds"]),
+                  (f"{format_seconds(row['cpu_train_seconds'])} " if len(cpu) else "not kept ") + f"[{len(cpu)}/{len(runs)}]"]
+        rows.append(cells)
+        raw.append(row)
+    columns = ["arm", *(f"seed {s}" for s in seeds), "top-1: mean ± std [n]", "top-1: 95% CI",
+               *(f"{METRIC_NAMES[m]}: mean ± std [n]" for m in METRICS[1:]), "train time (recorded)",
+               "train time (CPU seconds) [runs]"]
+    core_hours = (values["total_seconds"] * values["threads"]).sum() / 3600
+    notes = ["Each arm of the claims file with its completed runs: final top-1 seed by seed, mean ± std [seeds] and "
+             "the t-based 95% interval of the mean; over the final pool, where the arm keeps one "
+             "(`diagnostics.json`), its normalised class entropy, the teacher's mean confidence and the mean of SSD-KD's "
+             "Eq. 3 phi (the claims' pool metrics); the mean recorded train time, and train time in the processes' CPU "
+             "seconds over the runs that kept them. Computed by dfkd_bench.stats.",
+             f"{len(values)} completed runs of the arms, {core_hours:.1f} core-hours (each run's total seconds times "
+             "its threads)."]
+    return Table("Arms", columns, rows, set(), notes, pd.DataFrame(raw))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import store, tables
-from .claims import Claims, claims_table
+from .claims import Claims, arm_values, arms_table, claims_table
 from .errors import UserError
 from .runs import GROUP as GROUP_KEYS
 from .runs import completed_runs, experiments, preset_samples_per_epoch, run_settings, safe, teachers_of
@@ -228,12 +228,13 @@ def write_report(results: Path, out: Path, *, pairs=None, datasets=None, methods
     done, unfinished = completed_runs(df), unfinished_runs(df)
     check_baseline(done, baseline, results)
     decided = claims_table(done, claims, of_methods) if claims is not None else None  # its errors come first
+    values = arm_values(done, claims, of_methods) if claims is not None else None
     out.mkdir(parents=True, exist_ok=True)
     sec = Sections(out)
     rows = comparison_files(sec, results, table, problems)
     sec.index.append(index_heading(results, preamble, len(df), len(done), len(problems)))
     if decided is not None:
-        claims_section(sec, decided, figures)
+        claims_section(sec, decided, arms_table(values, claims), values, list(claims.arms), figures)
     figure_infos = overview_figures(sec, done, leave_out) if figures else []
     for dataset, exp in experiments(done).groupby("dataset"):
         dataset_section(sec, done[done["dataset"] == dataset], exp, dataset, baseline, compare, margin)
@@ -397,16 +398,20 @@ def with_training_data(runs: pd.DataFrame, exp: pd.DataFrame) -> pd.DataFrame:
     return exp.merge(agg, on=GROUP_KEYS, how="left")
 
 
-def claims_section(sec: Sections, decided: tables.Table, figures: bool) -> None:
-    """The claims table, and (with figures) its forest plot under ``figures/``."""
+def claims_section(sec: Sections, decided: tables.Table, arms: tables.Table, values: pd.DataFrame,
+                   order: list[str], figures: bool) -> None:
+    """The claims table and the arms table, and (with figures) the claims' forest plot and
+    the arms' seeds side by side under ``figures/``."""
     sec.table("claims", decided)
+    sec.table("arms", arms)
     if figures:
         from . import figures as figs
 
-        info = figs.claims_figure(decided.raw, sec.out / "figures")
-        if info is not None:
+        infos = [i for i in (figs.claims_figure(decided.raw, sec.out / "figures"),
+                             figs.arms_figure(values, order, sec.out / "figures")) if i is not None]
+        for info in infos:
             sec.files += [info.path_png, info.path_pdf]
-            figures_section(sec, [info])
+        figures_section(sec, infos)
 
 
 def figures_section(sec: Sections, shown: list) -> None:

@@ -211,6 +211,41 @@ def test_the_claims_figure_draws_the_top1_tests_with_numbers_and_nothing_else(tm
     assert figures.claims_figure(table.raw[table.raw["metric"] != "top1"], tmp_path / "none") is None
 
 
+def test_the_arms_table_holds_each_arms_seeds_interval_pool_readings_and_core_hours(tmp_path):
+    root, out = study_tree(tmp_path), tmp_path / "report"
+    write_report(root, out, claims=claims.load_claims(claims_file(tmp_path, GOOD)), figures=False)
+    rows = {r["arm"]: r for r in pd.read_csv(out / "arms.csv").to_dict("records")}
+    assert list(rows) == ["F", "S", "S'"]  # the claims file's order
+    s = rows["S"]
+    assert (s["top1_seed0"], s["top1_seed1"], s["top1_seed2"], s["top1_n"]) == (48.0, 49.0, 50.0, 3)
+    half = st.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # std 1 over three seeds
+    assert (s["top1_ci_low"], s["top1_ci_high"]) == (pytest.approx(49.0 - half), pytest.approx(49.0 + half))
+    assert s["pool_confidence_mean"] == pytest.approx(0.475) and s["pool_phi_n"] == 3  # as the claims test
+    assert rows["S'"]["pool_phi_mean"] == pytest.approx((0.125 + 0.125 + 0.75 + 0.6125) / 4)
+    assert rows["F"]["pool_entropy_n"] == 0 and math.isnan(rows["F"]["pool_entropy_mean"])  # Fast2 kept no pool here
+    text = (out / "arms.md").read_text()
+    assert "| F: fast-fast2 | 72.00 | 73.00 | 74.00 | 73.00 ± 1.00 [3] | [70.52, 75.48] | — | — | — | 50.0 min " \
+           "| not kept [0/3] |" in text
+    # each run's total seconds (train + 1 s evaluation + 0.5 s checkpoint) times its 2 threads
+    assert f"9 completed runs of the arms, {(3 * 3001.5 + 6 * 301.5) * 2 / 3600:.1f} core-hours" in text
+    assert "### Arms" in (out / "index.md").read_text()
+
+
+def test_the_arms_figure_draws_pool_panels_only_where_an_arm_kept_a_pool(tmp_path):
+    from PIL import Image
+
+    from dfkd_bench import figures
+
+    found = claims.load_claims(claims_file(tmp_path, GOOD))
+    values = claims.arm_values(load_done(study_tree(tmp_path)), found, of_methods)
+    info = figures.arms_figure(values, list(found.arms), tmp_path / "figures")
+    assert Image.open(info.path_png).size == (round(7.0 * figures.DPI), round((0.75 + 0.22 * 3) * figures.DPI))
+    assert "pool class entropy, teacher confidence, mean phi" in info.caption
+    bare = values.assign(pool_entropy=math.nan, pool_confidence=math.nan, pool_phi=math.nan)
+    assert "pool" not in figures.arms_figure(bare, list(found.arms), tmp_path / "bare").caption
+    assert figures.arms_figure(values.iloc[0:0], list(found.arms), tmp_path / "none") is None
+
+
 def load_done(root):
     from dfkd_bench.report import load_summaries
     from dfkd_bench.runs import completed_runs
