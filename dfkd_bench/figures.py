@@ -756,8 +756,8 @@ def claims_figure(raw: pd.DataFrame, out_dir: Path) -> FigureInfo | None:
 def arms_figure(values: pd.DataFrame, arms: list[str], out_dir: Path) -> FigureInfo | None:
     """The claims' arms side by side (``claims.arm_values``, arms in the order given, top to
     bottom): a panel per metric with values (final top-1, and the pool readings where an
-    arm keeps a pool), each seed an open dot, the mean a filled one with its t-based 95 %
-    interval (``stats.interval``). None without a completed run."""
+    arm keeps a pool), each seed an open dot, the mean a filled diamond with its t-based
+    95 % interval (``stats.interval``). None without a completed run."""
     if values.empty:
         return None
     metrics = [m for m in METRICS if values[m].notna().any()]
@@ -771,19 +771,19 @@ def arms_figure(values: pd.DataFrame, arms: list[str], out_dir: Path) -> FigureI
                 seeds = values.loc[values["arm"] == arm, metric].dropna()
                 if seeds.empty:
                     continue
-                ax.plot(seeds, [y] * len(seeds), "o", mfc="none", color=NEUTRALS[1], markersize=3, zorder=5)
+                ax.plot(seeds, [y] * len(seeds), "o", mfc="none", color=NEUTRALS[1], markersize=3, zorder=4)
                 sample = stats.Sample.of(seeds)
                 low, high = stats.interval(sample)
                 if not math.isnan(low):
                     ax.plot([low, high], [y, y], color=PALETTE[0], linewidth=1.2, zorder=3)
-                ax.plot([sample.mean], [y], "o", color=PALETTE[0], zorder=4)
+                ax.plot([sample.mean], [y], "D", color=PALETTE[0], markersize=4, zorder=5)
             ax.set_xlabel(METRIC_NAMES[metric] + (" (%)" if metric == "top1" else ""))
             ax.grid(axis="y", visible=False)
         axes[0].set_yticks(list(ys.values()), list(ys))
         axes[0].set_ylim(-0.6, len(shown) - 0.4)
         png, pdf = _save(fig, out_dir, "claims-arms")
         readings = ", ".join(METRIC_NAMES[m] for m in metrics[1:])
-        return FigureInfo(png, pdf, "The claims' arms", "Each arm's seeds (open dots) and their mean with its t-based "
-                          "95% interval (filled, with the bar): final top-1" + (
+        return FigureInfo(png, pdf, "The claims' arms", "Each arm's seeds (open dots) and their mean (filled diamond) with its "
+                          "t-based 95% interval (bar): final top-1" + (
                               f", and over the final pool where the arm keeps one: {readings} (SSD-KD's Eq. 3)"
                               if readings else "") + "; the arms table has the numbers.", "", "", _size(fig))
