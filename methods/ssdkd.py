@@ -93,7 +93,7 @@ class SSDKDConfig(FastConfig):
     difficulty: bool = True  # Table 4 difficulty-aware term (1 - p_T)^gamma
     diversity: bool = True  # Table 4 diversity-aware term (1 - class share in B)
     # phi x L_Task: the printed focal term ("teacher"), the same for the random target
-    # ("random-focal"), or their mix ("random"; issue 31's study found no difference); see the docstring
+    # ("random-focal"), or their mix ("random"; issue 31 detected no difference); see the docstring
     task_target: Literal["teacher", "random", "random-focal"] = "random"
     # a new item's priority: on the stored image, student in eval mode ("stored"), or on an
     # augmented view in train mode, as a refresh takes it ("refresh"); see the docstring
