@@ -393,7 +393,6 @@ def _cells(row: dict) -> list[str]:
     return [row["claim"], row["a"], row["b"], metric, sample("a"), sample("b"), diff, p, times, row["verdict"]]
 
 
-
 # --- the arms themselves ------------------------------------------------------------------
 
 METRIC_NAMES = {"top1": "top-1", "pool_entropy": "pool class entropy", "pool_confidence": "teacher confidence",
@@ -447,8 +446,8 @@ def arms_table(values: pd.DataFrame, claims: Claims) -> Table:
         cpu = runs["cpu_train_seconds"].dropna()
         row.update(train_seconds=runs["train_seconds"].mean() if len(runs) else math.nan,
                    cpu_train_seconds=cpu.mean() if len(cpu) else math.nan, cpu_runs=len(cpu))
-        cells += [format_seconds(row["train_seconds"]),
-                  (f"{format_seconds(row['cpu_train_seconds'])} " if len(cpu) else "not kept ") + f"[{len(cpu)}/{len(runs)}]"]
+        kept = f"{format_seconds(row['cpu_train_seconds'])} " if len(cpu) else "not kept "
+        cells += [format_seconds(row["train_seconds"]), f"{kept}[{len(cpu)}/{len(runs)}]"]
         rows.append(cells)
         raw.append(row)
     columns = ["arm", *(f"seed {s}" for s in seeds), "top-1: mean ± std [n]", "top-1: 95% CI",
@@ -457,9 +456,9 @@ def arms_table(values: pd.DataFrame, claims: Claims) -> Table:
     core_hours = (values["total_seconds"] * values["threads"]).sum() / 3600
     notes = ["Each arm of the claims file with its completed runs: final top-1 seed by seed, mean ± std [seeds] and "
              "the t-based 95% interval of the mean; over the final pool, where the arm keeps one "
-             "(`diagnostics.json`), its normalised class entropy, the teacher's mean confidence and the mean of SSD-KD's "
-             "Eq. 3 phi (the claims' pool metrics); the mean recorded train time, and train time in the processes' CPU "
-             "seconds over the runs that kept them. Computed by dfkd_bench.stats.",
+             "(`diagnostics.json`), its normalised class entropy, the teacher's mean confidence and the mean of "
+             "SSD-KD's Eq. 3 phi (the claims' pool metrics); the mean recorded train time, and train time in the "
+             "processes' CPU seconds over the runs that kept them. Computed by dfkd_bench.stats.",
              f"{len(values)} completed runs of the arms, {core_hours:.1f} core-hours (each run's total seconds times "
              "its threads)."]
     return Table("Arms", columns, rows, set(), notes, pd.DataFrame(raw))

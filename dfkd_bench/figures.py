@@ -783,7 +783,7 @@ def arms_figure(values: pd.DataFrame, arms: list[str], out_dir: Path) -> FigureI
         axes[0].set_ylim(-0.6, len(shown) - 0.4)
         png, pdf = _save(fig, out_dir, "claims-arms")
         readings = ", ".join(METRIC_NAMES[m] for m in metrics[1:])
-        return FigureInfo(png, pdf, "The claims' arms", "Each arm's seeds (open dots) and their mean (filled diamond) with its "
-                          "t-based 95% interval (bar): final top-1" + (
+        return FigureInfo(png, pdf, "The claims' arms", "Each arm's seeds (open dots) and their mean (filled "
+                          "diamond) with its t-based 95% interval (bar): final top-1" + (
                               f", and over the final pool where the arm keeps one: {readings} (SSD-KD's Eq. 3)"
                               if readings else "") + "; the arms table has the numbers.", "", "", _size(fig))

@@ -24,10 +24,11 @@ argmax's phi, about 0 exactly where a confident frequent class c != y would be p
 towards y. Issue 31's claim study did not tell ``teacher`` from ``random`` on top-1
 (resnet32 -> resnet8, five seeds each: -1.46 points [-5.26, +2.34], Welch p 0.39; about 27
 seeds an arm would detect 2 points, reports/claim-study), so the default stays ``random``,
-which the committed studies' default runs used; ``teacher`` is the loss as printed. Logged phi means (resnet32 -> resnet8, ssdkd:cpu for 14
-epochs, seed 0): 0.094 random, 0.095 teacher, 0.756 random-focal, so the mix's one-hot
-weight is in effect 0.5 x 0.094 = 0.05 (with the teacher's labels the buffer ended less
-class-balanced than Fast2's pool, 0.926 vs 0.941, reports/cpu-structure.md). Priorities
+which the committed studies' default runs used; ``teacher`` is the loss as printed. Logged
+phi means (resnet32 -> resnet8, ssdkd:cpu for 14 epochs, seed 0): 0.094 random, 0.095
+teacher, 0.756 random-focal, so the mix's one-hot weight is in effect 0.5 x 0.094 = 0.05
+(with the teacher's labels the buffer ended less class-balanced than Fast2's pool, 0.926 vs
+0.941, reports/cpu-structure.md). Priorities
 are KL at T 1. A refresh reuses the KD step's forward (the augmented view, the student in
 train mode): no extra forward, the point of SSD-KD. A new item is scored on the stored
 image in eval mode (``new_priority="stored"``, the default) or as a refresh scores it
