@@ -54,7 +54,7 @@ import yaml
 from . import diagnostics, stats
 from .errors import UserError
 from .runs import LOADED_SHARE, cpu_train_seconds, median_epoch_train_seconds, run_threads, timing_notes
-from .tables import MISSING, Table, format_seconds
+from .tables import MISSING, Table, format_seconds, sample_cell
 
 RULES = ("higher", "differ", "non-inferior")
 METRICS = ("top1", "pool_entropy", "pool_confidence", "pool_phi")
@@ -377,9 +377,7 @@ def _cells(row: dict) -> list[str]:
 
     def sample(side: str) -> str:
         mean, std, n = row.get(f"mean_{side}"), row.get(f"std_{side}"), row[f"n_{side}"]
-        if mean is None:
-            return f"{MISSING} [{n}]"
-        return f"{mean:.{digits}f}" + ("" if n < 2 else f" ± {std:.{digits}f}") + f" [{n}]"
+        return f"{MISSING} [{n}]" if mean is None else sample_cell(mean, std, n, digits)
 
     has = row.get("mean_a") is not None
     diff = MISSING if not has else f"{row['diff']:+.{digits}f}" + \
@@ -432,22 +430,20 @@ def arms_table(values: pd.DataFrame, claims: Claims) -> Table:
                                **{f"top1_seed{s}": top1.get(s, math.nan) for s in seeds}}
         cells = [f"{arm.name}: {arm.describe()}", *(f"{top1[s]:.2f}" if s in top1 else MISSING for s in seeds)]
         for metric in METRICS:
-            kept = runs[metric].dropna()
-            sample = stats.Sample.of(kept) if len(kept) else None
+            read = runs[metric].dropna()
+            sample = stats.Sample.of(read) if len(read) else None
             low, high = stats.interval(sample) if sample else (math.nan, math.nan)
             row.update({f"{metric}_mean": sample.mean if sample else math.nan,
-                        f"{metric}_std": sample.std if sample else math.nan, f"{metric}_n": len(kept),
+                        f"{metric}_std": sample.std if sample else math.nan, f"{metric}_n": len(read),
                         f"{metric}_ci_low": low, f"{metric}_ci_high": high})
-            digits = 2 if metric == "top1" else 4
-            cells.append(MISSING if sample is None else f"{sample.mean:.{digits}f}" +
-                         ("" if sample.n < 2 else f" ± {sample.std:.{digits}f}") + f" [{sample.n}]")
+            cells.append(MISSING if sample is None else
+                         sample_cell(sample.mean, sample.std, sample.n, 2 if metric == "top1" else 4))
             if metric == "top1":
                 cells.append(MISSING if math.isnan(low) else f"[{low:.2f}, {high:.2f}]")
-        cpu = runs["cpu_train_seconds"].dropna()
-        row.update(train_seconds=runs["train_seconds"].mean() if len(runs) else math.nan,
-                   cpu_train_seconds=cpu.mean() if len(cpu) else math.nan, cpu_runs=len(cpu))
-        kept = f"{format_seconds(row['cpu_train_seconds'])} " if len(cpu) else "not kept "
-        cells += [format_seconds(row["train_seconds"]), f"{kept}[{len(cpu)}/{len(runs)}]"]
+        cpu = runs["cpu_train_seconds"].dropna()  # an empty column's mean is NaN
+        row.update(train_seconds=runs["train_seconds"].mean(), cpu_train_seconds=cpu.mean(), cpu_runs=len(cpu))
+        cpu_cell = f"{format_seconds(row['cpu_train_seconds'])} " if len(cpu) else "not kept "
+        cells += [format_seconds(row["train_seconds"]), f"{cpu_cell}[{len(cpu)}/{len(runs)}]"]
         rows.append(cells)
         raw.append(row)
     columns = ["arm", *(f"seed {s}" for s in seeds), "top-1: mean ± std [n]", "top-1: 95% CI",

@@ -92,6 +92,11 @@ def scale_suffix(data_scale) -> str:
     return f" (N={int(data_scale):,})" if data_scale else ""
 
 
+def sample_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
+    """A sample as a table shows it: ``mean ± std [n]`` (no std below two values)."""
+    return f"{mean:.{digits}f}" + ("" if n < 2 else f" ± {std:.{digits}f}") + f" [{n}]"
+
+
 def _accuracy(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.2f}" if seeds < 2 or pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
@@ -462,10 +467,9 @@ def _compare(ra: pd.DataFrame, rb: pd.DataFrame, margin: float) -> dict:
     total = ra["total_seconds"].mean() / rb["total_seconds"].mean()
     notes = timing_notes([*ra["path"], *rb["path"]])
     note = f" ({'; '.join(notes)})" if notes else ""
-    sample = lambda s: f"{s.mean:.2f}" + ("" if s.n < 2 else f" ± {s.std:.2f}") + f" [{s.n}]"  # noqa: E731
     verdict = d.why_untestable.split(":")[0] if d.why_untestable else \
         ("A higher" if d.diff > 0 else "A lower") if d.detected else "no detectable effect"
-    cells = [sample(a), sample(b),
+    cells = [sample_cell(a.mean, a.std, a.n), sample_cell(b.mean, b.std, b.n),
              f"{d.diff:+.2f}" + ("" if d.why_untestable else f" [{d.low:+.2f}, {d.high:+.2f}]"),
              MISSING if d.why_untestable else f"{d.t:.2f} ({d.df:.1f}), {d.p:.3g}", verdict,
              MISSING if e.difference.why_untestable else f"{e.p:.3g} ({'shown' if e.shown else 'not shown'})",
